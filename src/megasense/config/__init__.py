@@ -1,0 +1,7 @@
+"""Configuration dataclasses and presets. No torch import here: configs load anywhere."""
+
+from megasense.config.head import TASKS, HeadConfig
+from megasense.config.model import ConfigError, ModelConfig, padded_vocab_size
+from megasense.config.presets import PRESETS, preset
+
+__all__ = ["PRESETS", "TASKS", "ConfigError", "HeadConfig", "ModelConfig", "padded_vocab_size", "preset"]

@@ -1,0 +1,82 @@
+"""Single-device BERT and GPT models in Megatron's parameter layout.
+
+``build_model(config, head)`` constructs the right class; nothing here knows about devices,
+process groups or files.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from megasense.config import HeadConfig, ModelConfig
+from megasense.models.bert import (
+    BertForPreTraining,
+    BertForSentenceEmbedding,
+    BertForSequenceClassification,
+    BertModel,
+    mean_pool,
+)
+from megasense.models.gpt import GPTModel
+from megasense.models.kv_cache import KVCache
+from megasense.models.outputs import (
+    CausalLMOutput,
+    ClassifierOutput,
+    EmbeddingOutput,
+    EncoderOutput,
+    MaskedLMOutput,
+)
+
+
+def build_model(config: ModelConfig, head: HeadConfig | None = None) -> nn.Module:
+    """The model class for ``config`` with ``head`` on top (parameters uninitialised)."""
+    head = head or HeadConfig(task="causal_lm" if config.arch == "gpt" else "encoder")
+    if config.arch == "gpt":
+        if head.task != "causal_lm":
+            raise ValueError(f"a GPT model only has the causal_lm head, not {head.task!r}")
+        return GPTModel(config)
+    if head.task == "causal_lm":
+        raise ValueError("a BERT model has no causal_lm head; use encoder, embedding, classification or pretraining")
+    if head.task == "embedding":
+        return BertForSentenceEmbedding(config)
+    if head.task == "classification":
+        return BertForSequenceClassification(config, num_labels=len(head.labels), pooling=head.pooling,
+                                             dropout=head.dropout)
+    if head.task == "pretraining":
+        return BertForPreTraining(config)
+    return BertModel(config)
+
+
+def load_weights(model: nn.Module, state_dict: dict, *, strict: bool = True) -> None:
+    """Load a state dict that stores each tied parameter once (as checkpoints do)."""
+    state_dict = dict(state_dict)
+    for alias, source in model.tied_parameters().items():
+        if alias not in state_dict and source in state_dict:
+            state_dict[alias] = state_dict[source]
+    model.load_state_dict(state_dict, strict=strict)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
+def weights_for_saving(model: nn.Module) -> dict:
+    """The state dict without tied aliases, each tensor contiguous (safetensors refuses shared storage)."""
+    aliases = set(model.tied_parameters())
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in aliases}
+
+
+__all__ = [
+    "BertForPreTraining",
+    "BertForSentenceEmbedding",
+    "BertForSequenceClassification",
+    "BertModel",
+    "CausalLMOutput",
+    "ClassifierOutput",
+    "EmbeddingOutput",
+    "EncoderOutput",
+    "GPTModel",
+    "KVCache",
+    "MaskedLMOutput",
+    "build_model",
+    "load_weights",
+    "mean_pool",
+    "weights_for_saving",
+]
