@@ -35,8 +35,15 @@ def _batch(vocab: int, B: int = 3, T: int = 11, seed: int = 0):
 
 
 def _bert_config(**kw):
-    return transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=37, max_position_embeddings=64, **kw)
+    return transformers.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new"])
@@ -81,9 +88,16 @@ def test_bert_sequence_classification():
 
 def test_megatron_bert_pretraining():
     torch.manual_seed(3)
-    ref = transformers.MegatronBertForPreTraining(transformers.MegatronBertConfig(
-        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        max_position_embeddings=64)).eval()
+    ref = transformers.MegatronBertForPreTraining(
+        transformers.MegatronBertConfig(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        )
+    ).eval()
     ours, cfg, _ = _ours(ref)
     assert cfg.pre_norm and cfg.final_norm and not cfg.embedding_norm
     ids, mask, types = _batch(99)
@@ -96,20 +110,36 @@ def test_megatron_bert_pretraining():
 
 
 def _gpt2(**kw):
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0, **kw)).eval()
+    return transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0, **kw
+        )
+    ).eval()
 
 
 def _llama(**kw):
-    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=37, max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-        **kw)).eval()
+    return transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+            **kw,
+        )
+    ).eval()
 
 
-@pytest.mark.parametrize("make", [_gpt2, lambda: _llama(tie_word_embeddings=False),
-                                  lambda: _llama(tie_word_embeddings=True, rope_theta=500.0)],
-                         ids=["gpt2", "llama-untied", "llama-tied"])
+@pytest.mark.parametrize(
+    "make",
+    [_gpt2, lambda: _llama(tie_word_embeddings=False), lambda: _llama(tie_word_embeddings=True, rope_theta=500.0)],
+    ids=["gpt2", "llama-untied", "llama-tied"],
+)
 def test_decoder_logits_with_left_padding(make):
     torch.manual_seed(4)
     ref = make()
@@ -130,24 +160,37 @@ def test_decoder_logits_with_left_padding(make):
 @pytest.mark.parametrize("make", [_gpt2, _llama], ids=["gpt2", "llama"])
 def test_kv_cache_decoding_equals_full_forward(make):
     torch.manual_seed(5)
-    ours, cfg, _ = _ours(make())
+    ours, _cfg, _ = _ours(make())
     ids = torch.randint(0, 99, (2, 12))
     with torch.no_grad():
         full = ours(ids).logits
         cache = ours.new_kv_cache(batch_size=2, max_length=16)
         steps = [ours(ids[:, :5], kv_cache=cache).logits]
         for t in range(5, 12):
-            steps.append(ours(ids[:, t:t + 1], kv_cache=cache).logits)
+            steps.append(ours(ids[:, t : t + 1], kv_cache=cache).logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=0)
     assert cache.length == 12
 
 
-@pytest.mark.parametrize("make", [lambda: transformers.BertForPreTraining(_bert_config()),
-                                  lambda: transformers.MegatronBertForSequenceClassification(
-                                      transformers.MegatronBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
-                                                                      num_attention_heads=4, intermediate_size=37,
-                                                                      num_labels=3)),
-                                  _gpt2, _llama], ids=["bert", "megatron-bert-cls", "gpt2", "llama"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: transformers.BertForPreTraining(_bert_config()),
+        lambda: transformers.MegatronBertForSequenceClassification(
+            transformers.MegatronBertConfig(
+                vocab_size=99,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=37,
+                num_labels=3,
+            )
+        ),
+        _gpt2,
+        _llama,
+    ],
+    ids=["bert", "megatron-bert-cls", "gpt2", "llama"],
+)
 def test_state_dict_round_trip_to_hf(make):
     ref = make().eval()
     ours, cfg, head = _ours(ref)

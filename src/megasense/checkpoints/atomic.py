@@ -21,8 +21,11 @@ def check_output_dir(target: Path, *, overwrite: bool) -> None:
     if target.exists() and not target.is_dir():
         raise CheckpointError(target, "exists and is not a directory; choose another output path")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise CheckpointError(target, "already exists and is not empty; pass --overwrite (overwrite=True) "
-                                      "to replace it, or choose another output directory")
+        raise CheckpointError(
+            target,
+            "already exists and is not empty; pass --overwrite (overwrite=True) "
+            "to replace it, or choose another output directory",
+        )
 
 
 @contextlib.contextmanager

@@ -17,8 +17,14 @@ from megasense.config import ConfigError, HeadConfig, ModelConfig
 
 StateDict = dict[str, torch.Tensor]
 
-_HF_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-           "relu": "relu", "silu": "swiglu"}
+_HF_ACT = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+    "silu": "swiglu",
+}
 _OUR_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "swiglu": "silu"}
 
 
@@ -27,10 +33,14 @@ def hf_model_type(hf_config: dict[str, Any]) -> str:
     if model_type in ("bert", "megatron-bert", "gpt2", "llama"):
         return model_type
     if model_type in ("xlm-roberta", "roberta"):
-        raise ConfigError(f"model_type={model_type!r}: RoBERTa-style checkpoints (position offset 2) are not "
-                          "supported yet; BERT, MegatronBERT, GPT-2 and Llama are")
-    raise ConfigError(f"unknown architecture model_type={model_type!r} (architectures="
-                      f"{hf_config.get('architectures')}); megasense imports bert, megatron-bert, gpt2 and llama")
+        raise ConfigError(
+            f"model_type={model_type!r}: RoBERTa-style checkpoints (position offset 2) are not "
+            "supported yet; BERT, MegatronBERT, GPT-2 and Llama are"
+        )
+    raise ConfigError(
+        f"unknown architecture model_type={model_type!r} (architectures="
+        f"{hf_config.get('architectures')}); megasense imports bert, megatron-bert, gpt2 and llama"
+    )
 
 
 def _act(hf_config: dict[str, Any], key: str, default: str) -> str:
@@ -47,28 +57,51 @@ def model_config_from_hf(hf: dict[str, Any], sd: StateDict, *, name: str = "") -
     kind = hf_model_type(hf)
     if kind in ("bert", "megatron-bert"):
         if hf.get("position_embedding_type", "absolute") != "absolute":
-            raise ConfigError(f"position_embedding_type={hf['position_embedding_type']!r}: only 'absolute' is supported")
+            raise ConfigError(
+                f"position_embedding_type={hf['position_embedding_type']!r}: only 'absolute' is supported"
+            )
         pooler = any(k.endswith("pooler.dense.weight") for k in sd)
         binary = any(k.endswith("seq_relationship.weight") for k in sd)
         pre = kind == "megatron-bert"
         return ModelConfig(
-            arch="bert", name=name or kind, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
-            num_layers=hf["num_hidden_layers"], num_attention_heads=hf["num_attention_heads"],
-            ffn_hidden_size=hf["intermediate_size"], max_position_embeddings=hf["max_position_embeddings"],
-            num_tokentypes=hf.get("type_vocab_size", 2), norm_eps=hf.get("layer_norm_eps", 1e-12),
-            activation=_act(hf, "hidden_act", "gelu"), pre_norm=pre, embedding_norm=not pre, final_norm=pre,
-            add_pooler=pooler, binary_head=binary and pooler,
-            hidden_dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-            init_method_std=hf.get("initializer_range", 0.02), extra={"hf_model_type": kind},
+            arch="bert",
+            name=name or kind,
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_attention_heads=hf["num_attention_heads"],
+            ffn_hidden_size=hf["intermediate_size"],
+            max_position_embeddings=hf["max_position_embeddings"],
+            num_tokentypes=hf.get("type_vocab_size", 2),
+            norm_eps=hf.get("layer_norm_eps", 1e-12),
+            activation=_act(hf, "hidden_act", "gelu"),
+            pre_norm=pre,
+            embedding_norm=not pre,
+            final_norm=pre,
+            add_pooler=pooler,
+            binary_head=binary and pooler,
+            hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+            attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+            init_method_std=hf.get("initializer_range", 0.02),
+            extra={"hf_model_type": kind},
         )
     if kind == "gpt2":
         return ModelConfig(
-            arch="gpt", name=name or "gpt2", vocab_size=hf["vocab_size"], hidden_size=hf["n_embd"],
-            num_layers=hf["n_layer"], num_attention_heads=hf["n_head"], ffn_hidden_size=hf.get("n_inner") or 4 * hf["n_embd"],
-            max_position_embeddings=hf["n_positions"], norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            activation=_act(hf, "activation_function", "gelu_new"), tie_word_embeddings=hf.get("tie_word_embeddings", True),
-            hidden_dropout=hf.get("resid_pdrop", 0.1), attention_dropout=hf.get("attn_pdrop", 0.1),
-            init_method_std=hf.get("initializer_range", 0.02), extra={"hf_model_type": kind},
+            arch="gpt",
+            name=name or "gpt2",
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["n_embd"],
+            num_layers=hf["n_layer"],
+            num_attention_heads=hf["n_head"],
+            ffn_hidden_size=hf.get("n_inner") or 4 * hf["n_embd"],
+            max_position_embeddings=hf["n_positions"],
+            norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            activation=_act(hf, "activation_function", "gelu_new"),
+            tie_word_embeddings=hf.get("tie_word_embeddings", True),
+            hidden_dropout=hf.get("resid_pdrop", 0.1),
+            attention_dropout=hf.get("attn_pdrop", 0.1),
+            init_method_std=hf.get("initializer_range", 0.02),
+            extra={"hf_model_type": kind},
         )
     # llama
     rope = hf.get("rope_parameters") or {}
@@ -80,15 +113,27 @@ def model_config_from_hf(hf: dict[str, Any], sd: StateDict, *, name: str = "") -
     if hf.get("mlp_bias") or hf.get("attention_bias"):
         raise ConfigError("llama checkpoints with attention_bias or mlp_bias are not supported")
     return ModelConfig(
-        arch="gpt", name=name or "llama", vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"], num_attention_heads=hf["num_attention_heads"],
+        arch="gpt",
+        name=name or "llama",
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_attention_heads=hf["num_attention_heads"],
         num_query_groups=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        kv_channels=hf.get("head_dim"), ffn_hidden_size=hf["intermediate_size"],
-        max_position_embeddings=hf.get("max_position_embeddings", 2048), position_embedding="rope",
-        rotary_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), normalization="rmsnorm",
-        norm_eps=hf.get("rms_norm_eps", 1e-6), activation="swiglu", add_bias_linear=False, add_qkv_bias=False,
-        tie_word_embeddings=hf.get("tie_word_embeddings", False), hidden_dropout=0.0,
-        attention_dropout=float(hf.get("attention_dropout", 0.0)), init_method_std=hf.get("initializer_range", 0.02),
+        kv_channels=hf.get("head_dim"),
+        ffn_hidden_size=hf["intermediate_size"],
+        max_position_embeddings=hf.get("max_position_embeddings", 2048),
+        position_embedding="rope",
+        rotary_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        normalization="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        activation="swiglu",
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        tie_word_embeddings=hf.get("tie_word_embeddings", False),
+        hidden_dropout=0.0,
+        attention_dropout=float(hf.get("attention_dropout", 0.0)),
+        init_method_std=hf.get("initializer_range", 0.02),
         extra={"hf_model_type": kind},
     )
 
@@ -100,8 +145,12 @@ def head_config_from_hf(hf: dict[str, Any], sd: StateDict) -> HeadConfig:
         n = sd["classifier.weight"].shape[0]
         id2label = hf.get("id2label") or {}
         labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n))
-        return HeadConfig(task="classification", labels=labels, pooling="pooler",
-                          dropout=hf.get("classifier_dropout") or hf.get("hidden_dropout_prob", 0.1))
+        return HeadConfig(
+            task="classification",
+            labels=labels,
+            pooling="pooler",
+            dropout=hf.get("classifier_dropout") or hf.get("hidden_dropout_prob", 0.1),
+        )
     if any(k.startswith("cls.predictions.") for k in sd):
         return HeadConfig(task="pretraining")
     return HeadConfig(task="encoder")
@@ -111,32 +160,72 @@ def model_config_to_hf(cfg: ModelConfig, head: HeadConfig) -> dict[str, Any]:
     kind = hf_kind_for(cfg)
     common = {"vocab_size": cfg.vocab_size, "torch_dtype": "float32"}
     if kind in ("bert", "megatron-bert"):
-        arch = {"encoder": "Model", "embedding": "Model", "classification": "ForSequenceClassification",
-                "pretraining": "ForPreTraining"}[head.task]
-        out = {**common, "model_type": kind, "architectures": [("MegatronBert" if kind != "bert" else "Bert") + arch],
-               "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers,
-               "num_attention_heads": cfg.num_attention_heads, "intermediate_size": cfg.ffn_size,
-               "max_position_embeddings": cfg.max_position_embeddings, "type_vocab_size": cfg.num_tokentypes or 1,
-               "layer_norm_eps": cfg.norm_eps, "hidden_act": _OUR_ACT[cfg.activation],
-               "hidden_dropout_prob": cfg.hidden_dropout, "attention_probs_dropout_prob": cfg.attention_dropout,
-               "initializer_range": cfg.init_method_std, "position_embedding_type": "absolute", "pad_token_id": 0}
+        arch = {
+            "encoder": "Model",
+            "embedding": "Model",
+            "classification": "ForSequenceClassification",
+            "pretraining": "ForPreTraining",
+        }[head.task]
+        out = {
+            **common,
+            "model_type": kind,
+            "architectures": [("MegatronBert" if kind != "bert" else "Bert") + arch],
+            "hidden_size": cfg.hidden_size,
+            "num_hidden_layers": cfg.num_layers,
+            "num_attention_heads": cfg.num_attention_heads,
+            "intermediate_size": cfg.ffn_size,
+            "max_position_embeddings": cfg.max_position_embeddings,
+            "type_vocab_size": cfg.num_tokentypes or 1,
+            "layer_norm_eps": cfg.norm_eps,
+            "hidden_act": _OUR_ACT[cfg.activation],
+            "hidden_dropout_prob": cfg.hidden_dropout,
+            "attention_probs_dropout_prob": cfg.attention_dropout,
+            "initializer_range": cfg.init_method_std,
+            "position_embedding_type": "absolute",
+            "pad_token_id": 0,
+        }
         if head.task == "classification":
             out["id2label"] = {str(i): label for i, label in enumerate(head.labels)}
             out["label2id"] = {label: i for i, label in enumerate(head.labels)}
         return out
     if kind == "gpt2":
-        return {**common, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": cfg.hidden_size,
-                "n_layer": cfg.num_layers, "n_head": cfg.num_attention_heads, "n_inner": cfg.ffn_size,
-                "n_positions": cfg.max_position_embeddings, "n_ctx": cfg.max_position_embeddings,
-                "layer_norm_epsilon": cfg.norm_eps, "activation_function": _OUR_ACT[cfg.activation],
-                "resid_pdrop": cfg.hidden_dropout, "embd_pdrop": cfg.hidden_dropout, "attn_pdrop": cfg.attention_dropout,
-                "initializer_range": cfg.init_method_std, "tie_word_embeddings": cfg.tie_word_embeddings}
-    return {**common, "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": cfg.hidden_size,
-            "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_attention_heads,
-            "num_key_value_heads": cfg.query_groups, "head_dim": cfg.head_dim, "intermediate_size": cfg.ffn_size,
-            "max_position_embeddings": cfg.max_position_embeddings, "rope_theta": cfg.rotary_base,
-            "rms_norm_eps": cfg.norm_eps, "hidden_act": "silu", "tie_word_embeddings": cfg.tie_word_embeddings,
-            "attention_bias": False, "mlp_bias": False, "initializer_range": cfg.init_method_std}
+        return {
+            **common,
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "n_embd": cfg.hidden_size,
+            "n_layer": cfg.num_layers,
+            "n_head": cfg.num_attention_heads,
+            "n_inner": cfg.ffn_size,
+            "n_positions": cfg.max_position_embeddings,
+            "n_ctx": cfg.max_position_embeddings,
+            "layer_norm_epsilon": cfg.norm_eps,
+            "activation_function": _OUR_ACT[cfg.activation],
+            "resid_pdrop": cfg.hidden_dropout,
+            "embd_pdrop": cfg.hidden_dropout,
+            "attn_pdrop": cfg.attention_dropout,
+            "initializer_range": cfg.init_method_std,
+            "tie_word_embeddings": cfg.tie_word_embeddings,
+        }
+    return {
+        **common,
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.query_groups,
+        "head_dim": cfg.head_dim,
+        "intermediate_size": cfg.ffn_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "rope_theta": cfg.rotary_base,
+        "rms_norm_eps": cfg.norm_eps,
+        "hidden_act": "silu",
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "initializer_range": cfg.init_method_std,
+    }
 
 
 def hf_kind_for(cfg: ModelConfig) -> str:
@@ -157,8 +246,10 @@ def hf_kind_for(cfg: ModelConfig) -> str:
         if cfg.add_bias_linear or cfg.add_qkv_bias:
             raise ConfigError("Llama export needs a model without linear biases")
         return "llama"
-    raise ConfigError(f"no Hugging Face architecture matches position={cfg.position_embedding}, "
-                      f"norm={cfg.normalization}, activation={cfg.activation}")
+    raise ConfigError(
+        f"no Hugging Face architecture matches position={cfg.position_embedding}, "
+        f"norm={cfg.normalization}, activation={cfg.activation}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +260,7 @@ def _strip(sd: StateDict, prefixes: tuple[str, ...]) -> StateDict:
     for key, value in sd.items():
         for prefix in prefixes:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 break
         out[key] = value
     return out
@@ -219,8 +310,9 @@ def _bert_from_hf(sd: StateDict, cfg: ModelConfig, *, megatron: bool) -> StateDi
         src, dst = f"encoder.layer.{i}.", f"layers.{i}."
         for p in ("weight", "bias"):
             q, k, v = (_take(sd, f"{src}attention.self.{n}.{p}") for n in ("query", "key", "value"))
-            out[f"{dst}self_attention.linear_qkv.{p}"] = fuse_qkv(q, k, v, num_heads=cfg.num_attention_heads,
-                                                                  num_groups=cfg.query_groups)
+            out[f"{dst}self_attention.linear_qkv.{p}"] = fuse_qkv(
+                q, k, v, num_heads=cfg.num_attention_heads, num_groups=cfg.query_groups
+            )
             out[f"{dst}self_attention.dense.{p}"] = _take(sd, f"{src}attention.output.dense.{p}")
             out[f"{dst}mlp.dense_h_to_4h.{p}"] = _take(sd, f"{src}intermediate.dense.{p}")
             out[f"{dst}mlp.dense_4h_to_h.{p}"] = _take(sd, f"{src}output.dense.{p}")
@@ -262,8 +354,8 @@ def _gpt2_from_hf(sd: StateDict, cfg: ModelConfig) -> StateDict:
         src, dst = f"h.{i}.", f"layers.{i}."
         w, b = _take(sd, f"{src}attn.c_attn.weight").t(), _take(sd, f"{src}attn.c_attn.bias")  # Conv1D: (in, out)
         n = dict(num_heads=cfg.num_attention_heads, num_groups=cfg.query_groups)
-        out[f"{dst}self_attention.linear_qkv.weight"] = fuse_qkv(w[:H], w[H:2 * H], w[2 * H:], **n)
-        out[f"{dst}self_attention.linear_qkv.bias"] = fuse_qkv(b[:H], b[H:2 * H], b[2 * H:], **n)
+        out[f"{dst}self_attention.linear_qkv.weight"] = fuse_qkv(w[:H], w[H : 2 * H], w[2 * H :], **n)
+        out[f"{dst}self_attention.linear_qkv.bias"] = fuse_qkv(b[:H], b[H : 2 * H], b[2 * H :], **n)
         out[f"{dst}self_attention.dense.weight"] = _take(sd, f"{src}attn.c_proj.weight").t()
         out[f"{dst}self_attention.dense.bias"] = _take(sd, f"{src}attn.c_proj.bias")
         out[f"{dst}mlp.dense_h_to_4h.weight"] = _take(sd, f"{src}mlp.c_fc.weight").t()
@@ -286,8 +378,9 @@ def _llama_from_hf(sd: StateDict, cfg: ModelConfig) -> StateDict:
     for i in range(cfg.num_layers):
         src, dst = f"layers.{i}.", f"layers.{i}."
         q, k, v = (_take(sd, f"{src}self_attn.{n}_proj.weight") for n in ("q", "k", "v"))
-        out[f"{dst}self_attention.linear_qkv.weight"] = fuse_qkv(q, k, v, num_heads=cfg.num_attention_heads,
-                                                                 num_groups=cfg.query_groups)
+        out[f"{dst}self_attention.linear_qkv.weight"] = fuse_qkv(
+            q, k, v, num_heads=cfg.num_attention_heads, num_groups=cfg.query_groups
+        )
         out[f"{dst}self_attention.dense.weight"] = _take(sd, f"{src}self_attn.o_proj.weight")
         out[f"{dst}mlp.dense_h_to_4h_gate.weight"] = _take(sd, f"{src}mlp.gate_proj.weight")
         out[f"{dst}mlp.dense_h_to_4h.weight"] = _take(sd, f"{src}mlp.up_proj.weight")
@@ -321,15 +414,19 @@ def _bert_to_hf(sd: StateDict, cfg: ModelConfig, head: HeadConfig, *, megatron: 
         "embeddings.position_embeddings.weight": sd["embedding.position_embeddings.weight"],
     }
     out["embeddings.token_type_embeddings.weight"] = sd.get(
-        "embedding.tokentype_embeddings.weight", torch.zeros(1, cfg.hidden_size))
+        "embedding.tokentype_embeddings.weight", torch.zeros(1, cfg.hidden_size)
+    )
     if cfg.embedding_norm:
         for p in ("weight", "bias"):
             out[f"embeddings.LayerNorm.{p}"] = sd[f"embedding.layernorm.{p}"]
     for i in range(cfg.num_layers):
         src, dst = f"layers.{i}.", f"encoder.layer.{i}."
         for p in ("weight", "bias"):
-            q, k, v = split_qkv(sd[f"{src}self_attention.linear_qkv.{p}"], num_heads=cfg.num_attention_heads,
-                                num_groups=cfg.query_groups)
+            q, k, v = split_qkv(
+                sd[f"{src}self_attention.linear_qkv.{p}"],
+                num_heads=cfg.num_attention_heads,
+                num_groups=cfg.query_groups,
+            )
             out[f"{dst}attention.self.query.{p}"], out[f"{dst}attention.self.key.{p}"] = q, k
             out[f"{dst}attention.self.value.{p}"] = v
             out[f"{dst}attention.output.dense.{p}"] = sd[f"{src}self_attention.dense.{p}"]
@@ -363,8 +460,10 @@ def _bert_to_hf(sd: StateDict, cfg: ModelConfig, head: HeadConfig, *, megatron: 
 
 def _gpt2_to_hf(sd: StateDict, cfg: ModelConfig) -> StateDict:
     V = cfg.vocab_size
-    out: StateDict = {"transformer.wte.weight": sd["embedding.word_embeddings.weight"][:V],
-                      "transformer.wpe.weight": sd["embedding.position_embeddings.weight"]}
+    out: StateDict = {
+        "transformer.wte.weight": sd["embedding.word_embeddings.weight"][:V],
+        "transformer.wpe.weight": sd["embedding.position_embeddings.weight"],
+    }
     n = dict(num_heads=cfg.num_attention_heads, num_groups=cfg.query_groups)
     for i in range(cfg.num_layers):
         src, dst = f"layers.{i}.", f"transformer.h.{i}."
@@ -381,8 +480,9 @@ def _gpt2_to_hf(sd: StateDict, cfg: ModelConfig) -> StateDict:
             out[f"{dst}ln_2.{p}"] = sd[f"{src}post_attention_layernorm.{p}"]
     for p in ("weight", "bias"):
         out[f"transformer.ln_f.{p}"] = sd[f"final_layernorm.{p}"]
-    out["lm_head.weight"] = (sd["embedding.word_embeddings.weight"] if cfg.tie_word_embeddings
-                             else sd["output_layer.weight"])[:V]
+    out["lm_head.weight"] = (
+        sd["embedding.word_embeddings.weight"] if cfg.tie_word_embeddings else sd["output_layer.weight"]
+    )[:V]
     return {k: v.contiguous() for k, v in out.items()}
 
 
@@ -391,8 +491,9 @@ def _llama_to_hf(sd: StateDict, cfg: ModelConfig) -> StateDict:
     out: StateDict = {"model.embed_tokens.weight": sd["embedding.word_embeddings.weight"][:V]}
     for i in range(cfg.num_layers):
         src, dst = f"layers.{i}.", f"model.layers.{i}."
-        q, k, v = split_qkv(sd[f"{src}self_attention.linear_qkv.weight"], num_heads=cfg.num_attention_heads,
-                            num_groups=cfg.query_groups)
+        q, k, v = split_qkv(
+            sd[f"{src}self_attention.linear_qkv.weight"], num_heads=cfg.num_attention_heads, num_groups=cfg.query_groups
+        )
         out[f"{dst}self_attn.q_proj.weight"], out[f"{dst}self_attn.k_proj.weight"] = q, k
         out[f"{dst}self_attn.v_proj.weight"] = v
         out[f"{dst}self_attn.o_proj.weight"] = sd[f"{src}self_attention.dense.weight"]

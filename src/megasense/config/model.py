@@ -128,8 +128,14 @@ class ModelConfig:
             value = getattr(self, key)
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-        for key in ("vocab_size", "hidden_size", "num_layers", "num_attention_heads",
-                    "max_position_embeddings", "make_vocab_size_divisible_by"):
+        for key in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+            "make_vocab_size_divisible_by",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{key}={value!r} must be a positive integer")
@@ -141,8 +147,7 @@ class ModelConfig:
         groups = self.query_groups
         if groups <= 0 or self.num_attention_heads % groups:
             raise ConfigError(
-                f"num_attention_heads={self.num_attention_heads} is not divisible by "
-                f"num_query_groups={groups}"
+                f"num_attention_heads={self.num_attention_heads} is not divisible by num_query_groups={groups}"
             )
         if self.position_embedding == "rope" and self.head_dim % 2:
             raise ConfigError(f"rotary embeddings need an even head size, got kv_channels={self.head_dim}")

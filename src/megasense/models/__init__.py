@@ -39,8 +39,9 @@ def build_model(config: ModelConfig, head: HeadConfig | None = None) -> nn.Modul
     if head.task == "embedding":
         return BertForSentenceEmbedding(config)
     if head.task == "classification":
-        return BertForSequenceClassification(config, num_labels=len(head.labels), pooling=head.pooling,
-                                             dropout=head.dropout)
+        return BertForSequenceClassification(
+            config, num_labels=len(head.labels), pooling=head.pooling, dropout=head.dropout
+        )
     if head.task == "pretraining":
         return BertForPreTraining(config)
     return BertModel(config)

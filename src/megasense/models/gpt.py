@@ -66,7 +66,8 @@ class GPTModel(nn.Module):
         self.embedding = Embedding(cfg)
         self.rotary = (
             RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rotary_base)
-            if cfg.position_embedding == "rope" else None
+            if cfg.position_embedding == "rope"
+            else None
         )
         self.layers = nn.ModuleList(TransformerLayer(cfg, causal=True) for _ in range(cfg.num_layers))
         self.final_layernorm = make_norm(cfg)
@@ -93,10 +94,18 @@ class GPTModel(nn.Module):
         local = getattr(weight, "to_local", lambda: weight)()
         groups = local.shape[0] // ((attn.q_per_group + 2) * attn.head_dim)
         if max_length > self.config.max_position_embeddings and self.rotary is None:
-            raise ValueError(f"max_length={max_length} exceeds max_position_embeddings="
-                             f"{self.config.max_position_embeddings}")
-        return KVCache(num_layers=len(self.layers), batch_size=batch_size, max_length=max_length,
-                       num_groups=groups, head_dim=attn.head_dim, dtype=dtype or local.dtype, device=local.device)
+            raise ValueError(
+                f"max_length={max_length} exceeds max_position_embeddings={self.config.max_position_embeddings}"
+            )
+        return KVCache(
+            num_layers=len(self.layers),
+            batch_size=batch_size,
+            max_length=max_length,
+            num_groups=groups,
+            head_dim=attn.head_dim,
+            dtype=dtype or local.dtype,
+            device=local.device,
+        )
 
     def forward(
         self,

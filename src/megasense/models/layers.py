@@ -83,8 +83,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
 
     def _tables(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float()
-                                        / self.head_dim))
+        inv_freq = 1.0 / (
+            self.base ** (torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim)
+        )
         freqs = torch.outer(torch.arange(n, device=device, dtype=torch.float32), inv_freq)  # (n, head_dim/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (n, head_dim)
         return emb.cos(), emb.sin()
