@@ -1,0 +1,5 @@
+"""Tokenizer adapters over Hugging Face ``tokenizers``: WordPiece, SentencePiece unigram, byte-level BPE."""
+
+from megasense.tokenization.tokenizer import Batch, SpecialTokens, Tokenizer, TokenizerError
+
+__all__ = ["Batch", "SpecialTokens", "Tokenizer", "TokenizerError"]
