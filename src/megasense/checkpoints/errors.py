@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class CheckpointError(Exception):
+class CheckpointError(ValueError):
     """A checkpoint, weight file or model directory cannot be read or written."""
 
     def __init__(self, path: str | Path | None, problem: str) -> None:

@@ -1,0 +1,48 @@
+"""The ``megasense`` command: a table of subcommand -> function, each defined in its own module.
+
+Every subcommand turns expected failures (bad input, missing files, missing models) into a
+one-paragraph message and a non-zero exit; a traceback means a bug in megasense.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="megasense",
+    help="Megatron-style language models for the text people write: sentiment, topics, generation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Megatron-style language models for the text people write: sentiment, topics, generation."""
+
+
+# name -> "module:function". Modules are imported lazily so `megasense --help` stays fast.
+COMMANDS: dict[str, str] = {
+    "version": "info:version",
+}
+
+
+def _register() -> None:
+    for name, target in COMMANDS.items():
+        module_name, func_name = target.split(":")
+        module = importlib.import_module(f"megasense.cli.{module_name}")
+        app.command(name)(getattr(module, func_name))
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="megasense")
+
+
+if __name__ == "__main__":
+    main()
