@@ -19,8 +19,7 @@ from torch import nn
 from megasense.checkpoints.atomic import atomic_directory
 from megasense.checkpoints.errors import CheckpointError
 from megasense.config import ConfigError, HeadConfig, ModelConfig
-from megasense.models import build_model, load_weights
-from megasense.models.layers import RotaryEmbedding
+from megasense.models import build_model, materialize
 from megasense.tokenization import Tokenizer
 
 FORMAT = "megasense"
@@ -31,7 +30,7 @@ CARD = "README.md"
 
 
 @dataclass
-class ReleaseModel:
+class LoadedModel:
     """A model loaded from a release directory, with everything needed to use it."""
 
     model: nn.Module
@@ -148,7 +147,7 @@ def load_release(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     load_tokenizer: bool = True,
-) -> ReleaseModel:
+) -> LoadedModel:
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(directory, "is not a directory" if directory.exists() else "does not exist")
@@ -157,22 +156,13 @@ def load_release(
     with torch.device("meta"):
         model = build_model(config, head)
     check_state_dict(model, state, directory / WEIGHTS)
-    model = model.to_empty(device=device)
-    load_weights(model, state)
-    _reset_buffers(model)
+    model = materialize(config, head, state, device=device)
     if dtype is not None:
         model = model.to(dtype)
     tokenizer = Tokenizer.load(directory) if load_tokenizer and (directory / "tokenizer.json").is_file() else None
-    return ReleaseModel(
+    return LoadedModel(
         model=model.eval(), config=config, head=head, tokenizer=tokenizer, path=directory, metadata=metadata
     )
-
-
-def _reset_buffers(model: nn.Module) -> None:
-    """Non-persistent buffers (rotary tables) are not in the file; recompute them after ``to_empty``."""
-    for module in model.modules():
-        if isinstance(module, RotaryEmbedding):
-            module.reset_parameters()
 
 
 def default_card(config: ModelConfig, head: HeadConfig) -> str:

@@ -28,6 +28,10 @@ def _root() -> None:
 
 # name -> "module:function". Modules are imported lazily so `megasense --help` stays fast.
 COMMANDS: dict[str, str] = {
+    "models": "models:models",
+    "download": "models:download",
+    "convert": "models:convert",
+    "export": "models:export",
     "version": "info:version",
 }
 

@@ -1,7 +1,17 @@
 """Configuration dataclasses and presets. No torch import here: configs load anywhere."""
 
+from megasense.config.generation import GenerationConfig
 from megasense.config.head import TASKS, HeadConfig
 from megasense.config.model import ConfigError, ModelConfig, padded_vocab_size
 from megasense.config.presets import PRESETS, preset
 
-__all__ = ["PRESETS", "TASKS", "ConfigError", "HeadConfig", "ModelConfig", "padded_vocab_size", "preset"]
+__all__ = [
+    "PRESETS",
+    "TASKS",
+    "ConfigError",
+    "GenerationConfig",
+    "HeadConfig",
+    "ModelConfig",
+    "padded_vocab_size",
+    "preset",
+]

@@ -6,6 +6,7 @@ process groups or files.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from megasense.config import HeadConfig, ModelConfig
@@ -58,6 +59,27 @@ def load_weights(model: nn.Module, state_dict: dict, *, strict: bool = True) -> 
         model.tie_weights()
 
 
+def reset_buffers(model: nn.Module) -> None:
+    """Recompute buffers that checkpoints do not carry (rotary tables), e.g. after ``to_empty``."""
+    from megasense.models.layers import RotaryEmbedding
+
+    for module in model.modules():
+        if isinstance(module, RotaryEmbedding):
+            module.reset_parameters()
+
+
+def materialize(
+    config: ModelConfig, head: HeadConfig | None, state_dict: dict, *, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Build on the meta device (no wasted initialisation), then load ``state_dict`` on ``device``."""
+    with torch.device("meta"):
+        model = build_model(config, head)
+    model = model.to_empty(device=device)
+    load_weights(model, state_dict)
+    reset_buffers(model)
+    return model.eval()
+
+
 def weights_for_saving(model: nn.Module) -> dict:
     """The state dict without tied aliases, each tensor contiguous (safetensors refuses shared storage)."""
     aliases = set(model.tied_parameters())
@@ -78,6 +100,8 @@ __all__ = [
     "MaskedLMOutput",
     "build_model",
     "load_weights",
+    "materialize",
     "mean_pool",
+    "reset_buffers",
     "weights_for_saving",
 ]

@@ -1,0 +1,57 @@
+"""How to decode: greedy, sampling (temperature, top-k, top-p) or beam search, and when to stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from megasense.config.model import ConfigError
+
+
+@dataclass(kw_only=True, frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 128
+    """Upper bound on generated tokens per prompt (the prompt does not count)."""
+
+    do_sample: bool = False
+    """Sample from the distribution; False means greedy (or beam search with ``num_beams > 1``)."""
+
+    temperature: float = 1.0
+    """Divide logits by this before sampling; lower is more conservative."""
+
+    top_k: int = 0
+    """Sample only among the k most likely tokens; 0 disables."""
+
+    top_p: float = 1.0
+    """Sample only among the smallest set of tokens whose probability reaches p (nucleus); 1.0 disables."""
+
+    repetition_penalty: float = 1.0
+    """Divide positive (multiply negative) logits of tokens already present; 1.0 disables (CTRL's rule)."""
+
+    num_beams: int = 1
+    """Beam search width; 1 disables. Beam search is deterministic and cannot be combined with sampling."""
+
+    length_penalty: float = 1.0
+    """Beam scores are divided by length**length_penalty; >1 favours longer outputs."""
+
+    stop_token_ids: tuple[int, ...] = ()
+    """Extra tokens that end a sequence (the tokenizer's end-of-sequence token always does)."""
+
+    seed: int | None = None
+    """Seed for sampling; None draws from torch's global generator."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be at least 1")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature={self.temperature} must be positive (use do_sample=False for greedy)")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k={self.top_k} must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty={self.repetition_penalty} must be positive")
+        if self.num_beams < 1:
+            raise ConfigError(f"num_beams={self.num_beams} must be at least 1")
+        if self.num_beams > 1 and self.do_sample:
+            raise ConfigError("beam search (num_beams > 1) cannot be combined with do_sample=True")
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))

@@ -1,0 +1,1 @@
+"""Inference engines over token ids: batched encoder runs and KV-cache generation."""
