@@ -1,0 +1,1 @@
+"""Data: tables of texts for prediction and evaluation, corpora and datasets for training."""

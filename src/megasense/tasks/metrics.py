@@ -1,0 +1,57 @@
+"""Classification metrics for a sentiment report: accuracy, F1, recall, per-class, confusion, calibration.
+
+scikit-learn computes the standard metrics; ECE (expected calibration error) is the usual 15-bin
+estimate over the top-class probability, which scikit-learn does not provide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, recall_score
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    if len(confidence) == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def classification_report(
+    gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str], confidence: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """The report dict ``megasense evaluate`` writes (n, accuracy, macro/weighted F1, macro recall, ...)."""
+    labels = list(labels)
+    y_true, y_pred = list(gold), list(predicted)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    report: dict[str, Any] = {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)) if y_true else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "macro_recall": float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+        "confusion_matrix": {
+            "labels": labels,
+            "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist() if y_true else [],
+            "rows": "gold",
+            "columns": "predicted",
+        },
+    }
+    if confidence is not None:
+        correct = np.array([t == p for t, p in zip(y_true, y_pred)], dtype=float)
+        report["ece"] = expected_calibration_error(np.asarray(confidence, dtype=float), correct)
+    return report
