@@ -27,6 +27,9 @@ class HeadConfig:
     dropout: float = 0.1
     """Dropout before the classifier during training."""
 
+    text_prefix: str = ""
+    """Prepended to every text before tokenization (the e5 models expect ``query: ``)."""
+
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"head task={self.task!r} is not one of {', '.join(TASKS)}")
