@@ -37,7 +37,7 @@ def atomic_directory(target: str | Path, *, overwrite: bool = False) -> Iterator
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
-        _fsync_tree(tmp)
+        _finish_tree(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -62,14 +62,31 @@ def atomic_file(target: str | Path, mode: str = "wb") -> Iterator:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _fsync_tree(root: Path) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _finish_tree(root: Path) -> None:
+    """Flush every file to disk and give the tree the permissions of a normally created one.
+
+    ``mkdtemp`` (and some writers) create private 0700/0600 entries; a model directory in a shared
+    cache should be as readable as any other file the user writes.
+    """
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
     for path in root.rglob("*"):
-        if path.is_file():
+        if path.is_dir():
+            os.chmod(path, 0o777 & ~mask)
+        elif path.is_file():
+            os.chmod(path, 0o666 & ~mask)
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())

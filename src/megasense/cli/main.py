@@ -28,6 +28,8 @@ def _root() -> None:
 
 # name -> "module:function". Modules are imported lazily so `megasense --help` stays fast.
 COMMANDS: dict[str, str] = {
+    "embed": "embed:embed",
+    "generate": "generate:generate",
     "models": "models:models",
     "download": "models:download",
     "convert": "models:convert",

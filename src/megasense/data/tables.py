@@ -258,6 +258,9 @@ class TableWriter:
             self._parquet.close()
         with open(self.tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self.tmp, 0o666 & ~mask)  # mkstemp made it private (0600); give it a normal file's mode
         os.replace(self.tmp, self.path)
         return self.path
 
