@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 # public name -> "module:attribute"
 _API = {
     "load_model": "megasense.checkpoints.loading:load_model",
+    "embed": "megasense.inference.api:embed",
+    "generate": "megasense.inference.api:generate",
     "ModelConfig": "megasense.config:ModelConfig",
     "HeadConfig": "megasense.config:HeadConfig",
     "GenerationConfig": "megasense.config:GenerationConfig",
