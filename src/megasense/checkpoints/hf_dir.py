@@ -81,6 +81,10 @@ def read_hf_dir(path: str | Path, *, name: str = "") -> ImportedModel:
     if not directory.is_dir():
         raise CheckpointError(directory, "is not a directory" if directory.exists() else "does not exist")
     hf_config = read_hf_config(directory)
+    try:
+        hf.hf_model_type(hf_config)  # an unknown architecture is reported before any weights are read
+    except ConfigError as exc:
+        raise CheckpointError(directory / "config.json", str(exc)) from None
     raw = read_hf_weights(directory)
     try:
         config = hf.model_config_from_hf(hf_config, raw, name=name or directory.name)
