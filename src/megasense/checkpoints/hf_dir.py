@@ -129,5 +129,5 @@ def write_hf_dir(
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         if tokenizer is not None:
-            tokenizer.save_hf(tmp) if hasattr(tokenizer, "save_hf") else tokenizer.save(tmp)
+            tokenizer.save(tmp)  # tokenizer.json + tokenizer_config.json: what AutoTokenizer reads
     return Path(directory)

@@ -146,8 +146,6 @@ class Tokenizer:
         tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, directory / TOKENIZER_CONFIG)
 
-    save_hf = save
-
     # ------------------------------------------------------------------------------------------
     # Facts
     # ------------------------------------------------------------------------------------------
