@@ -30,6 +30,7 @@ def _root() -> None:
 COMMANDS: dict[str, str] = {
     "embed": "embed:embed",
     "generate": "generate:generate",
+    "serve": "serve:serve",
     "models": "models:models",
     "download": "models:download",
     "convert": "models:convert",

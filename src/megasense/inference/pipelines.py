@@ -73,13 +73,19 @@ class SentenceEmbedder:
     def dim(self) -> int:
         return self.loaded.config.hidden_size
 
+    def encode(self, texts: Sequence[str] | str) -> list[list[int]]:
+        """Token ids of each text as the model sees it (prefix added, truncated to ``max_length``)."""
+        return self.tokenizer.encode_batch([self.prefix + t for t in check_texts(texts)], max_length=self.max_length)
+
     def embed(self, texts: Sequence[str] | str, *, progress: Progress | None = None) -> np.ndarray:
         """(N, hidden) float32 array, rows in the order of ``texts``; no texts give a (0, hidden) array."""
-        texts = check_texts(texts)
-        result = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
+        return self.embed_ids(self.encode(texts), progress=progress)
+
+    def embed_ids(self, ids: Sequence[Sequence[int]], *, progress: Progress | None = None) -> np.ndarray:
+        """Embeddings of already tokenized texts (see ``encode``)."""
+        result = np.zeros((len(ids), self.dim), dtype=np.float32)
+        if not ids:
             return result
-        ids = self.tokenizer.encode_batch([self.prefix + t for t in texts], max_length=self.max_length)
         for indices, out in self.engine.batches(ids):
             result[indices] = out.numpy()
             if progress is not None:

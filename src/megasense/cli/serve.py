@@ -1,0 +1,65 @@
+"""``megasense serve``: the HTTP API for sentiment and embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from megasense.cli.errors import user_errors
+
+console = Console()
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
+    model: Annotated[str | None, typer.Option(help="Sentiment model [default: default].")] = None,
+    embedding_model: Annotated[
+        str | None, typer.Option(help="Model behind /v1/embeddings; '' disables it [default: all-minilm-l6-v2].")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="A TOML file of settings (flags and env override it).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes sharing the port; each loads its own models.")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Most texts per model call [default: 64].")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="Wait for more texts this long [default: 5].")] = None,
+    dynamic_batching: Annotated[
+        bool | None, typer.Option("--dynamic-batching/--no-dynamic-batching", help="Merge concurrent requests.")
+    ] = None,
+    api_keys_file: Annotated[Path | None, typer.Option(help="File of SHA-256 digests of accepted API keys.")] = None,
+    hash_key: Annotated[
+        str | None, typer.Option(help="Print the digest of this key (a line for --api-keys-file) and exit.")
+    ] = None,
+) -> None:
+    """Serve sentiment (POST /v1/sentiment) and embeddings (POST /v1/embeddings) over HTTP.
+
+    Settings come from flags, then MEGASENSE_* environment variables, then --config FILE.toml;
+    the OpenAPI docs are at /docs. Example:
+
+      megasense serve --port 8000
+
+      curl -s localhost:8000/v1/sentiment -H 'content-type: application/json' -d '{"texts": ["love it", "meh"]}'
+    """
+    with user_errors():
+        if hash_key is not None:
+            from megasense.service.auth import hash_key as digest
+
+            console.out(digest(hash_key))
+            return
+        from megasense.service.server import serve as run
+        from megasense.service.settings import load_settings
+
+        settings = load_settings(
+            config,
+            host=host,
+            port=port,
+            model=model,
+            embedding_model=embedding_model,
+            workers=workers,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            dynamic_batching=dynamic_batching,
+            api_keys_file=api_keys_file,
+        )
+        run(settings)

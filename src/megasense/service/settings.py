@@ -1,0 +1,88 @@
+"""Service settings: defaults < TOML file < environment (``MEGASENSE_*``) < command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class ServiceSettings(BaseSettings):
+    """Everything an operator can set; each field is also ``MEGASENSE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MEGASENSE_", extra="forbid", validate_default=True)
+
+    host: str = "127.0.0.1"
+    """Interface to listen on; 127.0.0.1 keeps the service local until you choose otherwise."""
+    port: int = Field(8000, ge=0, le=65535)
+    model: str = "default"
+    """Sentiment model: ``default``, ``sentiment-en``, ``sentiment-multilingual`` or a model directory."""
+    embedding_model: str | None = "all-minilm-l6-v2"
+    """Model behind /v1/embeddings; empty to disable the endpoint."""
+    max_batch_size: int = Field(64, ge=1)
+    """Most texts merged into one model call."""
+    max_wait_ms: float = Field(5.0, ge=0)
+    """How long the first text of a batch waits for company before the batch runs."""
+    dynamic_batching: bool = True
+    """Merge texts of concurrent requests into one model call (off: one request at a time)."""
+    max_texts_per_request: int = Field(256, ge=1)
+    max_chars_per_text: int = Field(20_000, ge=1)
+    max_chars_per_request: int = Field(500_000, ge=1)
+    max_queue_texts: int = Field(4096, ge=1)
+    """Texts waiting for the model beyond which new requests get 429 with Retry-After."""
+    api_keys_file: Path | None = None
+    """File of accepted keys, one SHA-256 hex digest per line (``megasense serve --hash-key`` makes them)."""
+    api_keys: str | None = None
+    """Comma-separated accepted keys (plain text, for environments that inject secrets)."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed by CORS; none by default."""
+    workers: int = Field(1, ge=1)
+    device: str = "cpu"
+    log_level: str = "info"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if "*" in self.cors_origins:
+            raise ValueError("cors_origins: '*' is refused; list the origins that may call the service")
+        if self.api_keys_file is not None and not self.api_keys_file.is_file():
+            raise ValueError(f"api_keys_file: {self.api_keys_file} does not exist")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        toml_file = settings_cls.model_config.get("toml_file")
+        if toml_file:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+        return sources
+
+
+def load_settings(toml_file: str | Path | None = None, **flags: Any) -> ServiceSettings:
+    """Settings from an optional TOML file, the environment and ``flags`` (None values are ignored)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if toml_file is None:
+        return ServiceSettings(**given)
+    path = Path(toml_file)
+    if not path.is_file():
+        raise ValueError(f"{path}: settings file does not exist")
+
+    class FileSettings(ServiceSettings):
+        model_config = SettingsConfigDict(**{**ServiceSettings.model_config, "toml_file": path})
+
+    return FileSettings(**given)
