@@ -47,6 +47,7 @@ def serve(
 
             console.out(digest(hash_key))
             return
+        _require_serve_extra()
         from megasense.service.server import serve as run
         from megasense.service.settings import load_settings
 
@@ -63,3 +64,13 @@ def serve(
             api_keys_file=api_keys_file,
         )
         run(settings)
+
+
+def _require_serve_extra() -> None:
+    import importlib.util
+
+    for module in ("fastapi", "uvicorn", "pydantic_settings", "prometheus_client"):
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(
+                f"megasense serve needs the 'serve' extra ({module} is not installed): pip install 'megasense[serve]'"
+            )
