@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "embed": "embed:embed",
     "generate": "generate:generate",
     "serve": "serve:serve",
+    "tokenize": "tokenize:tokenize",
+    "train-tokenizer": "tokenize:train_tokenizer",
     "models": "models:models",
     "download": "models:download",
     "convert": "models:convert",
