@@ -199,3 +199,21 @@ def test_generate_and_embed_refuse_the_wrong_kind_of_model(tmp_path):
     assert done.returncode == 2 and "need an encoder" in done.stderr
     done = _cli("generate", "hello", "--model", str(path))
     assert done.returncode == 2 and "no tokenizer files" in done.stderr
+
+
+def test_megatron_export_with_tp_shards_converts_back(tmp_path):
+    cfg = preset("gpt-tiny")
+    model = build_model(cfg)
+    model.init_weights()
+    save_release(tmp_path / "rel", config=cfg, head=HeadConfig(task="causal_lm"), state_dict=weights_for_saving(model))
+    done = _cli("export", str(tmp_path / "rel"), str(tmp_path / "meg"), "--to", "megatron", "--tp", "2")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "meg" / "release").iterdir()) == ["mp_rank_00", "mp_rank_01"]
+    done = _cli("convert", "--from", "megatron", str(tmp_path / "meg"), "--to", str(tmp_path / "back"))
+    assert done.returncode == 0, done.stderr
+    back = load_model(tmp_path / "back")
+    ids, mask = _ids()
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(ids, mask).logits, model.eval()(ids, mask).logits, atol=1e-6, rtol=0)
+    bad = _cli("export", str(tmp_path / "rel"), str(tmp_path / "meg3"), "--to", "megatron", "--tp", "3")
+    assert bad.returncode == 2 and "3" in bad.stderr and not (tmp_path / "meg3").exists()

@@ -45,6 +45,7 @@ def detect_format(path: Path) -> str:
         or any(path.glob("iter_*"))
         or (path / "release").is_dir()
         or any(path.glob("mp_rank_*"))
+        or (path / "model_optim_rng.pt").is_file()
     ):
         return "megatron"
     if not any(path.iterdir()):
@@ -85,12 +86,22 @@ def load_model(
 ) -> LoadedModel:
     """Load an embedded model by name, or weights from a path, ready for inference."""
     name = str(name_or_path)
+    from megasense.checkpoints import sentiment_models as sm
+
+    if name == sm.ROUTER:
+        raise CheckpointError(
+            None,
+            f"{sm.ROUTER!r} is a routing rule, not one model: megasense.sentiment / predict route each text to "
+            "sentiment-en or sentiment-multilingual by script; load one of those by name",
+        )
+    if sm.find_sentiment_model(name) is not None:
+        return sm.load_sentiment_model(name, device=device, dtype=dtype)
     entry = find_embedded(name)
     if entry is not None:
         return load_embedded(entry.name, device=device, dtype=dtype)
     path = Path(name).expanduser()
     if not path.exists():
-        known = ", ".join(e.name for e in EMBEDDED)
+        known = ", ".join([*(e.name for e in EMBEDDED), *(m.name for m in sm.SENTIMENT_MODELS)])
         hint = (
             f" {name!r} is a model shape (preset), not weights; pretrain one or pass a checkpoint."
             if name in PRESETS
@@ -99,6 +110,15 @@ def load_model(
         raise CheckpointError(
             path, f"no such file or directory, and not an embedded model name (known: {known}).{hint}"
         )
+    if path.is_dir() and sm.is_adapter_dir(path):
+        base = sm.read_adapter_config(path).get("base")
+        if not base:
+            raise CheckpointError(path / sm.ADAPTER_CONFIG, "names no base model ('base')")
+        loaded = sm.load_adapter(path, load_model(base))
+        loaded.model.to(device=device)
+        if dtype is not None:
+            loaded.model.to(dtype)
+        return loaded
     fmt = detect_format(path)
     if fmt == "release":
         return load_release(path, device=device, dtype=dtype)
