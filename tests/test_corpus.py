@@ -152,3 +152,17 @@ def test_cli_tokenize_and_train_tokenizer(tmp_path):
         [*run, "tokenize", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "z")], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "nope.txt: no such file" in bad.stderr
+
+
+def test_split_sentences_gives_one_sequence_per_sentence(tmp_path):
+    from megasense.checkpoints.registry import find_embedded, package_path
+    from megasense.tokenization import Tokenizer
+
+    tok = Tokenizer.load(package_path(find_embedded("all-minilm-l6-v2")))
+    (tmp_path / "d.txt").write_text("Great phone. Battery died! Why?\n房间很干净。服务很好！\n", encoding="utf-8")
+    tokenize_corpus([tmp_path / "d.txt"], tok, tmp_path / "s", split_sentences=True)
+    ds = IndexedDataset(tmp_path / "s")
+    assert ds.num_documents == 2 and len(ds) == 5
+    first = ds.document(0)
+    assert first[0].tolist() == tok.encode("Great phone.", add_special_tokens=False)
+    assert first[-1].tolist()[-1] == tok.token_to_id("[SEP]")  # the end-of-document token closes the last one

@@ -25,6 +25,9 @@ def tokenize(
     ] = "smollm2-135m-instruct",
     text_col: Annotated[str, typer.Option(help="Column or JSON field that holds the text.")] = "text",
     append_eod: Annotated[bool, typer.Option(help="End every document with the end-of-document token.")] = True,
+    split_sentences: Annotated[
+        bool, typer.Option(help="One sequence per sentence (for BERT's sentence-order objective).")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace PREFIX.bin / PREFIX.idx if they exist.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -43,7 +46,14 @@ def tokenize(
         total = count_documents(paths) if progress else None
         with progress_bar("tokenizing", total, enabled=progress) as advance:
             result = tokenize_corpus(
-                paths, tok, output, text_col=text_col, append_eod=append_eod, overwrite=overwrite, progress=advance
+                paths,
+                tok,
+                output,
+                text_col=text_col,
+                append_eod=append_eod,
+                split_sentences=split_sentences,
+                overwrite=overwrite,
+                progress=advance,
             )
         console.print(
             f"wrote {result.documents:,} documents, {result.tokens:,} tokens to {result.bin_path} and {result.idx_path}"

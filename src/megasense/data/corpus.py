@@ -8,6 +8,7 @@ The same documents feed tokenizer training (Hugging Face ``tokenizers`` trainers
 from __future__ import annotations
 
 import glob
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,7 @@ def tokenize_corpus(
     *,
     text_col: str = "text",
     append_eod: bool = True,
+    split_sentences: bool = False,
     batch_size: int = 1024,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -81,7 +83,9 @@ def tokenize_corpus(
 
     Documents are encoded without special tokens; with ``append_eod`` each ends with the
     tokenizer's end-of-document token (``eos``, else ``sep``), which GPT-style packing needs to
-    keep documents apart.
+    keep documents apart. With ``split_sentences`` every sentence is a sequence of its own inside
+    its document (what BERT's sentence-order objective samples from); the end-of-document token then
+    closes the last sentence.
     """
     eod = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.token_to_id(tokenizer.special.sep or "")
     if append_eod and eod is None:
@@ -92,10 +96,10 @@ def tokenize_corpus(
         for text in iter_documents(paths, text_col=text_col, progress=progress):
             batch.append(text)
             if len(batch) >= batch_size:
-                _write(writer, tokenizer, batch, eod if append_eod else None)
+                _write(writer, tokenizer, batch, eod if append_eod else None, split_sentences)
                 batch = []
         if batch:
-            _write(writer, tokenizer, batch, eod if append_eod else None)
+            _write(writer, tokenizer, batch, eod if append_eod else None, split_sentences)
     if writer.documents == 0:
         writer.bin_path.unlink(missing_ok=True)
         writer.idx_path.unlink(missing_ok=True)
@@ -103,9 +107,24 @@ def tokenize_corpus(
     return TokenizeResult(writer.documents, writer.tokens, writer.bin_path, writer.idx_path)
 
 
-def _write(writer: IndexedDatasetWriter, tokenizer: Tokenizer, texts: list[str], eod: int | None) -> None:
-    for ids in tokenizer.encode_batch(texts, add_special_tokens=False):
-        writer.add_document([[*ids, eod] if eod is not None else ids])
+_SENTENCE_END = re.compile(r"(?<=[。！？!?])|(?<=[.;；])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of English or Chinese text: after 。！？!? (no space needed) or after . ; followed by space."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _write(writer: IndexedDatasetWriter, tokenizer: Tokenizer, texts: list[str], eod: int | None, split: bool) -> None:
+    if not split:
+        for ids in tokenizer.encode_batch(texts, add_special_tokens=False):
+            writer.add_document([[*ids, eod] if eod is not None else ids])
+        return
+    for text in texts:
+        sentences = tokenizer.encode_batch(split_sentences(text), add_special_tokens=False)
+        if sentences and eod is not None:
+            sentences[-1] = [*sentences[-1], eod]
+        writer.add_document(sentences)
 
 
 # ----------------------------------------------------------------------------------------------
