@@ -3,6 +3,7 @@
 from megasense.config.generation import GenerationConfig
 from megasense.config.head import TASKS, HeadConfig
 from megasense.config.model import ConfigError, ModelConfig, padded_vocab_size
+from megasense.config.parallel import ParallelConfig
 from megasense.config.presets import PRESETS, preset
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "GenerationConfig",
     "HeadConfig",
     "ModelConfig",
+    "ParallelConfig",
     "padded_vocab_size",
     "preset",
 ]

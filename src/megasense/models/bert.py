@@ -172,6 +172,9 @@ class BertLMHead(nn.Module):
 class BertForPreTraining(BertModel):
     """Masked-LM head (tied to the embedding) and, with ``binary_head``, a sentence-order head."""
 
+    # The tied output layer must be split over the vocabulary like the embedding it shares.
+    tp_plan = {**BERT_TP_PLAN, "lm_head.output_layer": "vocab_output"}
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         self.lm_head = BertLMHead(cfg)
