@@ -28,7 +28,12 @@ def _root() -> None:
 
 # name -> "module:function". Modules are imported lazily so `megasense --help` stays fast.
 COMMANDS: dict[str, str] = {
+    "predict": "sentiment:predict",
+    "evaluate": "sentiment:evaluate",
+    "train": "sentiment:train",
     "embed": "embed:embed",
+    "analyze": "analyze:analyze",
+    "dashboard": "dashboard:dashboard",
     "generate": "generate:generate",
     "serve": "serve:serve",
     "tokenize": "tokenize:tokenize",

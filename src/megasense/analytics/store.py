@@ -1,0 +1,105 @@
+"""An analysis directory: ``analysis.duckdb``, Parquet copies of its tables, ``summary.json``, the topic model.
+
+The directory is written whole into a temporary sibling and renamed into place (``atomic_directory``),
+so a failed run leaves the previous analysis as it was. A directory is recognised as an analysis by
+its ``summary.json``; one holding anything else is never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DATABASE = "analysis.duckdb"
+SUMMARY = "summary.json"
+PARQUET = "parquet"
+MODEL = "model"
+REPORT = "report.html"
+FORMAT = "megasense-analysis"
+TABLES = ("documents", "topics", "topic_terms", "timeseries")
+
+
+def _duckdb():
+    try:
+        import duckdb
+    except ImportError:
+        raise ImportError(
+            "analysis tables need duckdb (the 'analytics' extra): pip install 'megasense[analytics]'"
+        ) from None
+    return duckdb
+
+
+def read_summary(directory: Path) -> dict[str, Any] | None:
+    """The summary of an analysis directory, or None when ``directory`` holds no analysis."""
+    path = directory / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("format") == FORMAT else None
+
+
+def check_target(directory: Path, *, append: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Refuse what would lose work; returns the existing summary when appending."""
+    if append and overwrite:
+        raise ValueError("--append and --overwrite contradict each other: choose one")
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory}: exists and is not a directory; choose another --out")
+    existing = read_summary(directory) if directory.is_dir() else None
+    busy = directory.is_dir() and any(directory.iterdir())
+    if append:
+        if existing is None:
+            what = "holds other files" if busy else "holds no analysis yet"
+            raise ValueError(f"{directory}: --append needs an existing analysis there, but it {what}; drop --append")
+        return existing
+    if busy and existing is None:
+        raise ValueError(
+            f"{directory}: is not empty and holds no megasense analysis (no {SUMMARY}); "
+            "refusing to replace it, choose another --out"
+        )
+    if existing is not None and not overwrite:
+        raise ValueError(
+            f"{directory}: already holds an analysis (of {existing.get('input', '?')}, "
+            f"{existing.get('documents', '?')} documents); pass --append to add documents to it "
+            "or --overwrite to replace it"
+        )
+    return None
+
+
+def write_tables(directory: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Each table into ``analysis.duckdb`` and ``parquet/<name>.parquet``."""
+    duckdb = _duckdb()
+    (directory / PARQUET).mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(directory / DATABASE)) as con:
+        for name, frame in tables.items():
+            frame = _storable(frame)
+            con.register("frame_view", frame)
+            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM frame_view')
+            con.unregister("frame_view")
+            con.execute(f"COPY \"{name}\" TO '{directory / PARQUET / (name + '.parquet')}' (FORMAT parquet)")
+
+
+def _storable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns as strings (lists stay lists) so DuckDB and Parquet get one type per column."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            sample = next((v for v in out[column] if v is not None and v == v), None)
+            if not isinstance(sample, list | tuple | dict):
+                out[column] = out[column].map(lambda v: None if v is None or v != v else str(v)).astype("string")
+    return out
+
+
+def read_table(directory: Path, name: str) -> pd.DataFrame:
+    duckdb = _duckdb()
+    with duckdb.connect(str(directory / DATABASE), read_only=True) as con:
+        return con.execute(f'SELECT * FROM "{name}"').df()
+
+
+def write_summary(directory: Path, summary: dict[str, Any]) -> None:
+    (directory / SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8")

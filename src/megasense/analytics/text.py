@@ -1,0 +1,129 @@
+"""Words for topic keywords: English and Chinese text to terms, with stop words and jieba segmentation.
+
+Keywords are what an analyst reads, so the analyzer keeps only words: URLs, e-mail addresses,
+@mentions, numbers, emoji and punctuation are dropped, English is lower-cased, Chinese runs of Han
+characters are segmented with jieba (a dictionary-based segmenter, loaded once per ``Segmenter``),
+and stop words of both languages are removed before word pairs (bigrams) are formed. A bigram of two
+Chinese words is written without a space (``配送速度``), any other with one (``battery life``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from megasense.tasks.language import dominant_script
+
+_NOISE = re.compile(
+    r"https?://\S+|www\.\S+|\S+@\S+\.\w+|@\w+|\bURL\b|\bAT_USER\b|&(?:amp|lt|gt|quot);",
+    re.IGNORECASE,
+)
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_CLAUSE = re.compile(r"[.,;:!?()\[\]{}\"“”«»/|\n\r\t。，、；：！？（）【】《》「」『』…～~]+")
+_LATIN_WORD = re.compile(r"[a-z][a-z0-9]*(?:['’][a-z]+)?")
+_POSSESSIVE = re.compile(r"['’]s$")
+_HAN_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+# Forum and social-media filler that English lists lack.
+_EXTRA_EN = {"im", "ive", "dont", "didnt", "doesnt", "cant", "wont", "isnt", "youre", "thats", "rt", "lol", "amp"}
+_EXTRA_EN |= {"just", "like", "really", "got", "get", "would", "could", "also", "one", "us", "ll", "don", "it's"}
+_EXTRA_EN |= {"i'm", "i've", "don't", "didn't", "doesn't", "can't", "won't", "isn't", "you're", "that's", "let's"}
+
+STOP_WORDS_EN: frozenset[str] = frozenset(ENGLISH_STOP_WORDS | _EXTRA_EN)
+STOP_WORDS_ZH: frozenset[str] = frozenset(
+    line.strip()
+    for line in (Path(__file__).with_name("stopwords_zh.txt")).read_text(encoding="utf-8").splitlines()
+    if line.strip()
+)
+
+
+class Segmenter:
+    """Text -> terms (words and word pairs) for a vectoriser; call it as ``analyzer=segmenter``."""
+
+    def __init__(
+        self,
+        *,
+        stop_words: Iterable[str] | None = None,
+        bigrams: bool = True,
+        min_latin_length: int = 2,
+    ) -> None:
+        self.stop_words = frozenset(stop_words) if stop_words is not None else STOP_WORDS_EN | STOP_WORDS_ZH
+        self.bigrams = bigrams
+        self.min_latin_length = min_latin_length
+        self._jieba = None  # a private jieba.Tokenizer, built on the first Chinese text
+
+    def _han_words(self, run: str) -> list[str]:
+        if self._jieba is None:
+            try:
+                import jieba
+            except ImportError:
+                raise ImportError(
+                    "Chinese keywords need jieba (the 'analytics' extra): pip install 'megasense[analytics]'"
+                ) from None
+            jieba.setLogLevel(logging.WARNING)  # it logs "Building prefix dict" to stderr otherwise
+            self._jieba = jieba.Tokenizer()
+        return self._jieba.lcut(run, HMM=True)
+
+    def words(self, text: str) -> list[str]:
+        """The words of ``text`` in order, stop words and non-words removed."""
+        return [w for clause in self.clauses(text) for w in clause]
+
+    def clauses(self, text: str) -> list[list[str]]:
+        """The words of each clause (text between punctuation marks); word pairs never cross a clause."""
+        if not text:
+            return []
+        text = _NOISE.sub(" ", text).lower()
+        return [words for piece in _CLAUSE.split(text) if (words := self._clause_words(piece))]
+
+    def _clause_words(self, text: str) -> list[str]:
+        out: list[str] = []
+        position = 0
+        for match in _HAN.finditer(text):
+            out.extend(self._latin_words(text[position : match.start()]))
+            out.extend(w for w in self._han_words(match.group()) if w.strip() and w not in self.stop_words)
+            position = match.end()
+        out.extend(self._latin_words(text[position:]))
+        return out
+
+    def _latin_words(self, text: str) -> list[str]:
+        words = (_POSSESSIVE.sub("", w) for w in _LATIN_WORD.findall(text))
+        return [w for w in words if len(w) >= self.min_latin_length and w not in self.stop_words and not w.isdigit()]
+
+    def __call__(self, text: str) -> list[str]:
+        clauses = self.clauses(text)
+        words = [w for clause in clauses for w in clause]
+        if not self.bigrams:
+            return words
+        return words + [_join(a, b) for clause in clauses for a, b in itertools.pairwise(clause) if a != b]
+
+
+def _join(a: str, b: str) -> str:
+    return a + b if _HAN_CHAR.match(a[-1]) and _HAN_CHAR.match(b[0]) else f"{a} {b}"
+
+
+def has_words(text: str, segmenter: Segmenter) -> bool:
+    """False for texts with nothing to read: only URLs, emoji, numbers, punctuation or stop words."""
+    return bool(segmenter.words(text))
+
+
+def detect_language(texts: Sequence[str], *, sample: int = 2000) -> str:
+    """``en`` (Latin script), ``zh`` (mostly Chinese) or ``mixed``, from up to ``sample`` evenly spread texts.
+
+    Decides which embedding model reads the corpus: English-only models cannot read Chinese.
+    """
+    if not texts:
+        return "en"
+    step = max(1, len(texts) // sample)
+    scripts = [dominant_script(t) for t in texts[::step]]
+    lettered = [s for s in scripts if s != "none"]
+    if not lettered:
+        return "en"
+    other = sum(s != "latin" for s in lettered) / len(lettered)
+    if other >= 0.8:
+        return "zh"
+    return "mixed" if other >= 0.02 else "en"

@@ -1,0 +1,368 @@
+"""``TopicModel``: documents -> embeddings -> reduced -> clusters -> topics with keywords, as pluggable steps.
+
+The pipeline is BERTopic's: an embedder (any object with ``embed(texts)``), a reducer and a clusterer
+(any scikit-learn-style object with ``fit``), and a vectoriser (scikit-learn's ``CountVectorizer``
+over ``Segmenter`` terms) whose counts give class-based TF-IDF keywords. Topic ``-1`` holds the
+outliers: documents no dense group claims, and documents with no words at all (only URLs or emoji).
+
+What the fitted model keeps (attributes ending in ``_``) is small and plain: a centroid per topic in
+embedding space, a similarity threshold per topic, the keywords and the vocabulary. That is what
+``save`` writes (safetensors + JSON, never pickle) and what ``transform`` needs: a new document goes
+to the topic whose centroid is most similar, or to ``-1`` when it is less similar than nearly all of
+that topic's own members. UMAP and HDBSCAN themselves are not kept, so new documents never need
+them, and assigning topics to new documents leaves the old ones as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from sklearn.feature_extraction.text import CountVectorizer
+
+from megasense.analytics.protocols import Embedder
+from megasense.analytics.represent import class_tfidf, readable_label, top_terms
+from megasense.analytics.steps import auto_min_topic_size, default_clusterer, default_reducer
+from megasense.analytics.text import Segmenter
+from megasense.checkpoints.atomic import atomic_directory
+
+FORMAT = "megasense-topic-model"
+WEIGHTS, CONFIG = "topics.safetensors", "topics.json"
+
+
+@dataclass
+class Topic:
+    id: int
+    label: str
+    size: int
+    """Documents in the topic when it was fitted (duplicates included)."""
+    terms: list[tuple[str, float]]
+    """(term, c-TF-IDF weight), heaviest first."""
+    representative: list[str] = field(default_factory=list)
+    """The member texts nearest the topic's centre."""
+
+
+class TopicModel:
+    """Topics of a corpus: ``fit`` / ``transform`` / ``fit_transform`` over texts (and optional embeddings)."""
+
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        reducer: Any = None,
+        clusterer: Any = None,
+        vectorizer: CountVectorizer | None = None,
+        *,
+        reducer_kind: str = "auto",
+        clusterer_kind: str = "hdbscan",
+        min_topic_size: int | None = None,
+        n_terms: int = 10,
+        n_representative: int = 3,
+        reduce_outliers: bool = True,
+        outlier_quantile: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        self.embedder = embedder
+        self.reducer = reducer
+        self.clusterer = clusterer
+        self.vectorizer = vectorizer
+        self.reducer_kind = reducer_kind
+        self.clusterer_kind = clusterer_kind
+        self.min_topic_size = min_topic_size
+        self.n_terms = n_terms
+        self.n_representative = n_representative
+        self.reduce_outliers = reduce_outliers
+        self.outlier_quantile = outlier_quantile
+        self.seed = seed
+
+    # ----- fitting -------------------------------------------------------------------------------
+
+    def fit(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> TopicModel:
+        self.fit_transform(texts, embeddings)
+        return self
+
+    def fit_transform(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Topic of every text (``-1``: outlier); duplicates are clustered once and share a topic."""
+        texts = _check_texts(texts)
+        if not texts:
+            raise ValueError("no documents to find topics in")
+        self.timings_: dict[str, float] = {}
+        self.warnings_: list[str] = []
+        unique, first, inverse, counts = _unique(texts)
+        vectors = self._embeddings(unique, texts, first, embeddings)
+        X, vocabulary = self._count(unique)
+        wordy = np.asarray(X.sum(axis=1)).ravel() > 0
+        labels = self._cluster(vectors, wordy, counts)
+        labels = _renumber(labels, counts)
+        centroids, thresholds = self._centres(vectors, labels)
+        if self.reduce_outliers and len(centroids):
+            labels = self._absorb(vectors, labels, wordy, centroids, thresholds)
+        started = time.perf_counter()
+        self._describe(unique, vectors, labels, counts, X, vocabulary)
+        self.timings_["represent"] = time.perf_counter() - started
+        self.labels_ = labels[inverse]
+        # The fit's (distinct texts, terms) counts and each text's row in them: later representations
+        # (key phrases per sentiment) reuse them instead of segmenting the corpus again. Not saved.
+        self.document_terms_, self.document_index_ = X, inverse
+        return self.labels_
+
+    def _embeddings(self, unique, texts, first, embeddings) -> np.ndarray:
+        started = time.perf_counter()
+        if embeddings is None:
+            if self.embedder is None:
+                raise ValueError("TopicModel needs embeddings: pass embedder=... or fit(texts, embeddings)")
+            vectors = np.asarray(self.embedder.embed(unique), dtype=np.float32)
+        else:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+            if embeddings.ndim != 2 or len(embeddings) != len(texts):
+                raise ValueError(f"embeddings of shape {embeddings.shape} for {len(texts)} texts; expected (N, dim)")
+            vectors = embeddings[first]
+        self.timings_["embed"] = time.perf_counter() - started
+        return _normalize(vectors)
+
+    def _count(self, unique: list[str]):
+        started = time.perf_counter()
+        self.vectorizer_ = self.vectorizer or CountVectorizer(analyzer=Segmenter(), min_df=1, dtype=np.int32)
+        try:
+            X = self.vectorizer_.fit_transform(unique).tocsr()
+            vocabulary = list(self.vectorizer_.get_feature_names_out())
+        except ValueError:  # "empty vocabulary": no document has a single word
+            from scipy import sparse
+
+            X, vocabulary = sparse.csr_matrix((len(unique), 0), dtype=np.int32), []
+            self.warnings_.append("no document holds any words (only URLs, emoji or numbers); no keywords")
+        self.timings_["vectorize"] = time.perf_counter() - started
+        return X, vocabulary
+
+    def _cluster(self, vectors: np.ndarray, wordy: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        labels = np.full(len(vectors), -1, dtype=np.int64)
+        rows = np.flatnonzero(wordy)
+        size = self.min_topic_size or auto_min_topic_size(int(counts[rows].sum()))
+        self.min_topic_size_ = size
+        if len(rows) < 2 * size:
+            if len(rows):
+                self.warnings_.append(
+                    f"{len(rows)} distinct documents with words are too few to split into topics of at least "
+                    f"{size}; they form one topic"
+                )
+            labels[rows] = 0
+            self.timings_["reduce"] = self.timings_["cluster"] = 0.0
+            return labels
+        started = time.perf_counter()
+        self.reducer_ = self.reducer or default_reducer(self.reducer_kind, len(rows), vectors.shape[1], seed=self.seed)
+        reduced = _fit_transform(self.reducer_, vectors[rows])
+        self.timings_["reduce"] = time.perf_counter() - started
+        started = time.perf_counter()
+        self.clusterer_ = self.clusterer or default_clusterer(self.clusterer_kind, size, seed=self.seed)
+        found = getattr(self.clusterer_.fit(reduced), "labels_", None)
+        if found is None:
+            raise TypeError(f"the clusterer {type(self.clusterer_).__name__} has no labels_ after fit")
+        labels[rows] = np.asarray(found, dtype=np.int64)
+        self.timings_["cluster"] = time.perf_counter() - started
+        if not (labels >= 0).any():
+            self.warnings_.append("the clusterer found no dense group: every document is an outlier (topic -1)")
+        return labels
+
+    def _centres(self, vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.array(sorted(t for t in set(labels.tolist()) if t >= 0), dtype=np.int64)
+        centroids = np.zeros((len(ids), vectors.shape[1]), dtype=np.float32)
+        thresholds = np.zeros(len(ids), dtype=np.float32)
+        for i, topic in enumerate(ids):
+            members = vectors[labels == topic]
+            centroids[i] = _normalize(members.mean(axis=0, keepdims=True))[0]
+            thresholds[i] = np.quantile(members @ centroids[i], self.outlier_quantile)
+        self.topic_ids_, self.centroids_, self.thresholds_ = ids, centroids, thresholds
+        return centroids, thresholds
+
+    def _absorb(self, vectors, labels, wordy, centroids, thresholds) -> np.ndarray:
+        """Outliers as close to a topic's centre as nearly all its members join it (the rest stay -1)."""
+        outliers = np.flatnonzero((labels < 0) & wordy)
+        if len(outliers) == 0:
+            return labels
+        sims = vectors[outliers] @ centroids.T  # (outliers, topics)
+        best = sims.argmax(axis=1)
+        close = sims[np.arange(len(outliers)), best] >= thresholds[best]
+        labels = labels.copy()
+        labels[outliers[close]] = self.topic_ids_[best[close]]
+        return labels
+
+    def _describe(self, unique, vectors, labels, counts, X, vocabulary) -> None:
+        self.vocabulary_ = vocabulary
+        topics: list[Topic] = []
+        if X.shape[1]:
+            ids, weights = class_tfidf(X, labels, counts)
+        else:
+            ids, weights = np.unique(labels), None
+        for row, topic in enumerate(ids.tolist()):
+            members = np.flatnonzero(labels == topic)
+            terms = top_terms(weights, row, vocabulary, self.n_terms) if weights is not None else []
+            label = "outliers" if topic < 0 else f"{topic}: {readable_label([t for t, _ in terms])}"
+            topics.append(Topic(int(topic), label, int(counts[members].sum()), terms, []))
+        for topic in topics:
+            if topic.id >= 0:
+                members = np.flatnonzero(labels == topic.id)
+                centre = self.centroids_[int(np.flatnonzero(self.topic_ids_ == topic.id)[0])]
+                nearest = members[np.argsort(-(vectors[members] @ centre), kind="stable")[: self.n_representative]]
+                topic.representative = [unique[i] for i in nearest]
+        self.topics_ = sorted(topics, key=lambda t: t.id)
+
+    # ----- using a fitted model ------------------------------------------------------------------
+
+    def transform(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Topics of new texts by the nearest topic centre; ``-1`` when not close enough or without words."""
+        return self.assign(texts, embeddings)[0]
+
+    def assign(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(topics, cosine similarity to the chosen topic's centre) of each text."""
+        self._require_fitted()
+        texts = _check_texts(texts)
+        if embeddings is None:
+            if self.embedder is None:
+                raise ValueError("transform needs embeddings: pass embedder=... to TopicModel or the embeddings")
+            embeddings = self.embedder.embed(texts)
+        vectors = _normalize(np.asarray(embeddings, dtype=np.float32))
+        if vectors.shape[1:] != self.centroids_.shape[1:]:
+            raise ValueError(
+                f"embeddings of dimension {vectors.shape[1]} for a model fitted on dimension "
+                f"{self.centroids_.shape[1]}; use the same embedding model as the fit"
+            )
+        topics = np.full(len(texts), -1, dtype=np.int64)
+        similarity = np.zeros(len(texts), dtype=np.float32)
+        if len(self.topic_ids_) == 0 or not texts:
+            return topics, similarity
+        segmenter = _segmenter(self.vectorizer_)
+        sims = vectors @ self.centroids_.T
+        best = sims.argmax(axis=1)
+        similarity = sims[np.arange(len(texts)), best]
+        wordy = np.array([bool(segmenter.words(t)) for t in texts]) if segmenter else np.ones(len(texts), bool)
+        ok = (similarity >= self.thresholds_[best]) & wordy
+        topics[ok] = self.topic_ids_[best[ok]]
+        return topics, similarity
+
+    def topic_info(self):
+        """A DataFrame: topic, label, size, terms (top terms joined), representative (texts)."""
+        import pandas as pd
+
+        self._require_fitted()
+        return pd.DataFrame(
+            {
+                "topic": [t.id for t in self.topics_],
+                "label": [t.label for t in self.topics_],
+                "size": [t.size for t in self.topics_],
+                "terms": [", ".join(term for term, _ in t.terms) for t in self.topics_],
+                "representative": [list(t.representative) for t in self.topics_],
+            }
+        )
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "centroids_"):
+            raise ValueError("this TopicModel is not fitted yet: call fit(texts) first (or TopicModel.load(path))")
+
+    # ----- saving --------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, overwrite: bool = False, metadata: dict[str, Any] | None = None) -> Path:
+        """``topics.safetensors`` (centroids, thresholds, topic ids) and ``topics.json`` (everything else)."""
+        self._require_fitted()
+        config = {
+            "format": FORMAT,
+            "version": 1,
+            "settings": {
+                "min_topic_size": self.min_topic_size_,
+                "n_terms": self.n_terms,
+                "n_representative": self.n_representative,
+                "outlier_quantile": self.outlier_quantile,
+                "reducer": type(getattr(self, "reducer_", None)).__name__,
+                "clusterer": type(getattr(self, "clusterer_", None)).__name__,
+            },
+            "dimension": int(self.centroids_.shape[1]),
+            "topics": [asdict(t) for t in self.topics_],
+            "vocabulary": list(self.vocabulary_),
+            "metadata": metadata or {},
+        }
+        tensors = {"centroids": self.centroids_, "thresholds": self.thresholds_, "topic_ids": self.topic_ids_}
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / WEIGHTS))
+            (tmp / CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=1), encoding="utf-8")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, embedder: Embedder | None = None) -> TopicModel:
+        path = Path(path)
+        try:
+            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+            tensors = load_file(str(path / WEIGHTS))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable megasense topic model ({exc})") from None
+        if config.get("format") != FORMAT:
+            raise ValueError(f"{path / CONFIG}: format {config.get('format')!r}, expected {FORMAT!r}")
+        settings = config["settings"]
+        model = cls(
+            embedder,
+            n_terms=settings["n_terms"],
+            n_representative=settings["n_representative"],
+            outlier_quantile=settings["outlier_quantile"],
+            min_topic_size=settings["min_topic_size"],
+        )
+        model.min_topic_size_ = settings["min_topic_size"]
+        model.centroids_, model.thresholds_ = tensors["centroids"], tensors["thresholds"]
+        model.topic_ids_ = tensors["topic_ids"].astype(np.int64)
+        model.topics_ = [Topic(**{**t, "terms": [tuple(x) for x in t["terms"]]}) for t in config["topics"]]
+        model.vocabulary_ = config["vocabulary"]
+        vocabulary = {term: i for i, term in enumerate(model.vocabulary_)}
+        model.vectorizer_ = CountVectorizer(analyzer=Segmenter(), vocabulary=vocabulary or None, dtype=np.int32)
+        model.metadata_ = config.get("metadata", {})
+        return model
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, expected a string")
+    return out
+
+
+def _unique(texts: list[str]):
+    """Distinct texts, the first index of each, each text's index among them, and how often each occurs."""
+    index: dict[str, int] = {}
+    first: list[int] = []
+    inverse = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        j = index.setdefault(text, len(index))
+        if j == len(first):
+            first.append(i)
+        inverse[i] = j
+    counts = np.bincount(inverse, minlength=len(first))
+    return list(index), np.array(first, dtype=np.int64), inverse, counts
+
+
+def _renumber(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Topics numbered by size, largest first (0, 1, ...); -1 stays -1."""
+    ids = [t for t in set(labels.tolist()) if t >= 0]
+    sizes = {t: int(counts[labels == t].sum()) for t in ids}
+    order = sorted(ids, key=lambda t: (-sizes[t], t))
+    mapping = {old: new for new, old in enumerate(order)}
+    return np.array([mapping.get(t, -1) for t in labels.tolist()], dtype=np.int64)
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _fit_transform(step: Any, X: np.ndarray) -> np.ndarray:
+    if hasattr(step, "fit_transform"):
+        return np.asarray(step.fit_transform(X))
+    return np.asarray(step.fit(X).transform(X))
+
+
+def _segmenter(vectorizer: CountVectorizer) -> Segmenter | None:
+    analyzer = getattr(vectorizer, "analyzer", None)
+    return analyzer if isinstance(analyzer, Segmenter) else None

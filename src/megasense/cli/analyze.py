@@ -1,0 +1,101 @@
+"""``megasense analyze``: a file of posts -> topics, sentiment over time and per group -> a directory of results."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from megasense.cli.errors import err_console, user_errors
+from megasense.cli.progress import progress_bar
+
+console = Console()
+
+
+def analyze(
+    input: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL, Parquet or TXT file of posts.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the analysis (created).")],
+    text_col: Annotated[str | None, typer.Option(help="Column holding the text [default: text].")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Column of dates: adds time series.")] = None,
+    group_col: Annotated[str | None, typer.Option(help="Column to break down by (product, board, ticker).")] = None,
+    lang: Annotated[str, typer.Option(help="auto, en, zh or mixed: picks the embedding model.")] = "auto",
+    freq: Annotated[str | None, typer.Option(help="day, week or month [default: from the span of dates].")] = None,
+    model: Annotated[str, typer.Option(help="Sentiment model.")] = "default",
+    sentiment: Annotated[bool, typer.Option("--sentiment/--no-sentiment", help="Score sentiment.")] = True,
+    embedding_model: Annotated[
+        str | None, typer.Option(help="Encoder for topics [default: all-minilm-l6-v2, multilingual for Chinese].")
+    ] = None,
+    clusterer: Annotated[str, typer.Option(help="hdbscan (finds the number of topics) or kmeans.")] = "hdbscan",
+    reducer: Annotated[str, typer.Option(help="auto (UMAP if installed, else PCA), umap or pca.")] = "auto",
+    min_topic_size: Annotated[int | None, typer.Option(help="Smallest topic [default: from the corpus size].")] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse bad dates instead of skipping them with a count.")] = False,
+    append: Annotated[bool, typer.Option(help="Add the documents to the analysis in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the analysis in --out.")] = False,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Find topics, score sentiment and count both over time and per group; write SQL tables and a report.
+
+    DIR gets analysis.duckdb (tables documents, topics, topic_terms, timeseries, groups), the same
+    tables as Parquet under parquet/, summary.json (with per-stage timings), report.html (opens
+    offline) and the fitted topic model (model/, safetensors + JSON) that --append uses.
+
+    Examples:
+
+      megasense analyze reviews.csv --time-col date --group-col product --out reviews-analysis
+
+      megasense analyze more-reviews.csv --out reviews-analysis --append
+
+      duckdb reviews-analysis/analysis.duckdb "select label, documents, mean_polarity from topics"
+    """
+    from megasense.analytics.pipeline import analyze as run
+
+    with user_errors():
+        try:
+            result = run(
+                input,
+                out,
+                scorer=None if sentiment else False,
+                embedding_model=embedding_model,
+                sentiment_model=model,
+                append=append,
+                overwrite=overwrite,
+                progress=functools.partial(progress_bar, enabled=progress),
+                text_col=text_col,
+                time_col=time_col,
+                group_col=group_col,
+                lang=lang,
+                freq=freq,
+                min_topic_size=min_topic_size,
+                reducer=reducer,
+                clusterer=clusterer,
+                strict=strict,
+                report=report,
+            )
+        except ImportError as exc:  # an optional extra is missing; the message names it
+            raise ValueError(str(exc)) from None
+    _print(result)
+
+
+def _print(result) -> None:
+    summary = result.summary
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    table = Table(title=f"{summary['topics']} topics in {summary['documents']:,} documents")
+    for column, justify in (("topic", "left"), ("documents", "right"), ("mean polarity", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+    import duckdb
+
+    with duckdb.connect(str(result.directory / "analysis.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT label, documents, mean_polarity FROM topics ORDER BY documents DESC LIMIT 15"
+        ).fetchall()
+    for label, documents, polarity in rows:
+        table.add_row(label, f"{documents:,}", "" if polarity is None or polarity != polarity else f"{polarity:+.2f}")
+    console.print(table)
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings"].items())
+    console.print(f"wrote {result.directory} (added {summary['documents_added']:,} documents; {timings})")

@@ -1,0 +1,38 @@
+"""``megasense dashboard``: serve an interactive page over an analysis directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from megasense.cli.errors import user_errors
+
+console = Console()
+
+
+def dashboard(
+    directory: Annotated[Path, typer.Argument(help="An analysis directory (made by `megasense analyze`).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Filter an analysis by time, topic, sentiment, group and text; charts and documents update.
+
+    Example:
+
+      megasense dashboard reviews-analysis --port 8000    # then open http://127.0.0.1:8000
+    """
+    with user_errors():
+        try:
+            import uvicorn
+
+            from megasense.analytics.dashboard import create_dashboard_app
+        except ImportError as exc:
+            raise ValueError(
+                f"megasense dashboard needs the 'serve' extra ({exc.name}): pip install 'megasense[serve]'"
+            ) from None
+        app = create_dashboard_app(directory)
+        console.print(f"dashboard for {directory} at http://{host}:{port}")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
