@@ -1,0 +1,105 @@
+"""The dashboard in a real headless browser (Debian's chromium driven by Playwright's client).
+
+The page loads with no network beyond the dashboard itself, the three charts render, a filter narrows
+the table, and a screenshot is kept in test-artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from _analytics_fakes import FakeEmbedder, FakeScorer, english_rows, write_csv
+from megasense.analytics import analyze
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+sync_api = pytest.importorskip("playwright.sync_api")
+uvicorn = pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(tmp_path_factory):
+    from megasense.analytics.dashboard import create_dashboard_app
+
+    root = tmp_path_factory.mktemp("browser")
+    rows = english_rows(90)
+    rows[1]["text"] = "质量很好，电池耐用 battery great"
+    source = write_csv(root / "in.csv", rows)
+    analyze(
+        source,
+        root / "out",
+        embedder=FakeEmbedder(),
+        scorer=FakeScorer(),
+        time_col="date",
+        group_col="product",
+        reducer="pca",
+        min_topic_size=10,
+        report=False,
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_dashboard_app(root / "out"), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=20)
+
+
+def test_page_loads_charts_render_and_a_filter_changes_the_table(dashboard_url):
+    outside: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("request", lambda r: None if r.url.startswith(dashboard_url) else outside.append(r.url))
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(dashboard_url)
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            for chart in ("c-sentiment", "c-time", "c-topics"):
+                assert page.locator(f"#{chart} .main-svg").count() >= 1, f"{chart} did not render"
+            assert page.inner_text("#count") == "90 documents match"
+            rows_before = page.locator("#docs tr").count()
+            assert rows_before == 50
+            assert "质量很好" in page.inner_text("#docs")  # Chinese text reaches the table intact
+            page.evaluate("document.body.dataset.ready = '0'")
+            page.select_option("#sentiment", "negative")
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            count = int(page.inner_text("#count").split()[0])
+            assert 0 < count < 90
+            cells = page.locator("#docs tr td:nth-child(5)").all_inner_texts()
+            assert cells and set(cells) == {"negative"}
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert not outside, f"the page reached beyond the dashboard: {outside[:3]}"
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
