@@ -42,7 +42,7 @@ class EchoSentiment:
         for text in texts:
             label = LABELS[len(text) % 3]
             scores = {lab: (0.8 if lab == label else 0.1) for lab in LABELS}
-            out.append(SentimentOutcome(label=label, score=0.8, scores=scores, tokens=len(text.split()) + 2))
+            out.append(SentimentOutcome(label=label, score=0.8, scores=scores, chunks=1 + len(text) // 100))
         return out
 
 
@@ -84,7 +84,7 @@ def test_sentiment_one_and_many(client):
     assert body["model"] == "echo"
     assert [x["label"] for x in body["results"]] == [LABELS[4 % 3], LABELS[6 % 3], LABELS[1 % 3]]
     assert set(body["results"][0]["scores"]) == set(LABELS)
-    assert body["usage"] == {"texts": 3, "characters": 11, "tokens": 3 + 4 + 3}
+    assert body["usage"] == {"texts": 3, "characters": 11, "chunks": 3}
     one = client.post("/v1/sentiment", json={"text": "fine"}).json()
     assert len(one["results"]) == 1
 

@@ -152,7 +152,7 @@ def _router(state: ServiceState) -> APIRouter:
         return SentimentResponse(
             model=served.backend.name,
             results=[SentimentResult(label=r.label, score=r.score, scores=r.scores) for r in results],
-            usage=Usage(texts=len(texts), characters=sum(map(len, texts)), tokens=sum(r.tokens for r in results)),
+            usage=Usage(texts=len(texts), characters=sum(map(len, texts)), chunks=sum(r.chunks for r in results)),
         )
 
     @api.post("/embeddings", response_model=EmbeddingResponse, summary="Sentence embeddings (L2-normalised)")

@@ -19,7 +19,8 @@ class SentimentOutcome:
     label: str
     score: float
     scores: dict[str, float]
-    tokens: int
+    chunks: int = 1
+    """Windows the text was split into (more than 1: it was longer than the model's window)."""
 
 
 @dataclass
@@ -67,5 +68,33 @@ def load_backends(settings: ServiceSettings) -> list[Backend]:
     return backends
 
 
+class SentimentBackend:
+    task = "sentiment"
+    dimensions = None
+
+    def __init__(self, name: str, predictor) -> None:
+        self.name = name
+        self.predictor = predictor
+        self.labels = tuple(predictor.labels)
+
+    def run(self, texts: list[str]) -> list[SentimentOutcome]:
+        result = self.predictor.predict(texts)
+        names = result.label_names
+        return [
+            SentimentOutcome(
+                label=label,
+                score=float(score),
+                scores={n: float(p) for n, p in zip(names, row)},
+                chunks=int(chunks),
+            )
+            for label, score, row, chunks in zip(result.labels, result.scores, result.probs, result.windows)
+        ]
+
+
 def sentiment_backend(name: str, settings: ServiceSettings) -> Backend:
-    raise NotImplementedError("wired to megasense.inference.sentiment when it lands")
+    from megasense.inference.sentiment import SentimentRouter, load_predictor
+
+    predictor = load_predictor(name)
+    if isinstance(predictor, SentimentRouter):
+        predictor.multilingual  # noqa: B018 -- load both models at start-up, not on the first Chinese text
+    return SentimentBackend(name, predictor)

@@ -35,7 +35,7 @@ class SentimentResult(BaseModel):
 class Usage(BaseModel):
     texts: int
     characters: int
-    tokens: int
+    chunks: int = Field(description="Model windows used; a text longer than the model's window takes several.")
 
 
 class SentimentResponse(BaseModel):
