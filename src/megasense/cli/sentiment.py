@@ -1,0 +1,260 @@
+"""``megasense predict``, ``evaluate`` and ``train``: sentiment on files, against gold labels, and fine-tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from megasense.cli.errors import user_errors
+from megasense.cli.progress import progress_bar
+
+console = Console()
+err = Console(stderr=True)
+PREVIEW = 200
+"""Rows printed when predict has no --output."""
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="default (routes by script), sentiment-en, sentiment-multilingual, or a model directory."
+    ),
+]
+TextCol = Annotated[str, typer.Option(help="Column that holds the text.")]
+LabelsOpt = Annotated[
+    str | None, typer.Option(help="Restrict predictions to these labels, e.g. negative,positive for binary data.")
+]
+
+
+def _count_rows(path: Path) -> int | None:
+    from megasense.data.tables import read_chunks
+
+    try:
+        return sum(len(c.frame[c.frame.columns[0]]) for c in read_chunks(path, chunk_rows=65536))
+    except Exception:  # the real read that follows reports the problem properly
+        return None
+
+
+def predict(
+    input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet or TXT file of texts.")],
+    model: ModelOpt = "default",
+    text_col: TextCol = "text",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write (format from the suffix); else print.")
+    ] = None,
+    labels: LabelsOpt = None,
+    strict: Annotated[bool, typer.Option(help="Fail on empty texts instead of skipping them.")] = False,
+    max_length: Annotated[int, typer.Option(help="Tokens per window; longer texts are chunked with overlap.")] = 256,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Add label, score and prob_<label> columns to every row of a file.
+
+    Examples:
+
+      megasense predict reviews.csv --text-col body -o reviews.scored.parquet
+
+      megasense predict posts.jsonl --model sentiment-multilingual
+    """
+    from megasense.data.tables import check_readable
+    from megasense.inference.sentiment import load_predictor, predict_file
+    from megasense.tasks.labels import parse_label_subset
+
+    with user_errors():
+        check_readable(input)
+        predictor = load_predictor(model, labels=parse_label_subset(labels), max_length=max_length)
+        total = _count_rows(input) if progress else None
+        with progress_bar("predicting", total, enabled=progress) as advance:
+            summary = predict_file(
+                predictor, input, output, text_col=text_col, strict=strict, progress=advance, preview_rows=PREVIEW
+            )
+        notes = _notes(summary)
+        if output is not None:
+            err.print(f"wrote {summary.rows:,} rows to {output}{notes}", highlight=False)
+            return
+        _print_predictions(summary.frames, text_col, summary.rows)
+        if notes:
+            err.print(notes.lstrip("; "), highlight=False)
+
+
+def _notes(summary) -> str:
+    parts = []
+    if summary.skipped_empty:
+        parts.append(f"{summary.skipped_empty:,} empty texts skipped (no label)")
+    if summary.chunked:
+        parts.append(f"{summary.chunked:,} long texts predicted in overlapping chunks (column 'chunks')")
+    return "".join(f"; {p}" for p in parts)
+
+
+def _print_predictions(frames, text_col: str, total: int) -> None:
+    import pandas as pd
+
+    frame = pd.concat(frames, ignore_index=True)
+    table = Table(show_lines=False)
+    columns = [text_col, "label", "score", *[c for c in frame.columns if c.startswith("prob_")], "chunks"]
+    for c in columns:
+        table.add_column(c, overflow="fold", max_width=60 if c == text_col else None)
+    for _, row in frame.iterrows():
+        table.add_row(*(_fmt(row[c]) for c in columns))
+    console.print(table)
+    if total > len(frame):
+        console.print(f"... {total - len(frame):,} more rows; use --output to write them all")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.3f}"
+    return str(value)
+
+
+def evaluate(
+    input: Annotated[Path, typer.Argument(help="A labelled CSV, TSV, JSONL or Parquet file.")],
+    label_col: Annotated[str, typer.Option(help="Column with the gold labels.")] = "label",
+    text_col: TextCol = "text",
+    model: ModelOpt = "default",
+    labels: LabelsOpt = None,
+    report: Annotated[Path | None, typer.Option(help="Write the full report as JSON here.")] = None,
+    baseline: Annotated[bool, typer.Option(help="Report VADER beside the model for English data.")] = True,
+    strict: Annotated[bool, typer.Option(help="Fail on empty texts instead of skipping them.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Measure a model on labelled data: accuracy, F1, macro recall, per class, confusion matrix, calibration.
+
+    Example:
+
+      megasense evaluate tweets.csv --label-col label --report report.json
+    """
+    from megasense.checkpoints.atomic import atomic_file
+    from megasense.data.tables import check_readable
+    from megasense.inference.sentiment import evaluate_file, load_predictor
+    from megasense.tasks.labels import parse_label_subset
+
+    with user_errors():
+        check_readable(input)
+        predictor = load_predictor(model)
+        with progress_bar("evaluating", _count_rows(input) if progress else None, enabled=progress) as advance:
+            result = evaluate_file(
+                predictor,
+                input,
+                label_col=label_col,
+                text_col=text_col,
+                labels=parse_label_subset(labels),
+                baseline=baseline,
+                strict=strict,
+                progress=advance,
+            )
+        print_report(result)
+        if report is not None:
+            with atomic_file(report, mode="w") as handle:
+                json.dump(result, handle, indent=2, ensure_ascii=False)
+            err.print(f"wrote the report to {report}", highlight=False)
+
+
+def print_report(result: dict) -> None:
+    console.print(
+        f"[bold]{result['model']}[/] on {result['data']}: n={result['n']:,}  accuracy {result['accuracy']:.4f}  "
+        f"macro F1 {result['macro_f1']:.4f}  weighted F1 {result['weighted_f1']:.4f}  "
+        f"macro recall {result['macro_recall']:.4f}  ECE {result.get('ece', float('nan')):.4f}",
+        highlight=False,
+    )
+    if result.get("note"):
+        console.print(f"note: {result['note']}", highlight=False)
+    if result.get("skipped_empty"):
+        console.print(f"note: {result['skipped_empty']:,} empty texts skipped", highlight=False)
+    table = Table(title="per class")
+    for c in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(c, justify="left" if c == "label" else "right")
+    for label, m in result["per_class"].items():
+        table.add_row(label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    console.print(table)
+    cm = result["confusion_matrix"]
+    matrix = Table(title="confusion matrix (rows gold, columns predicted)")
+    matrix.add_column("")
+    for label in cm["labels"]:
+        matrix.add_column(label, justify="right")
+    for label, row in zip(cm["labels"], cm["matrix"]):
+        matrix.add_row(label, *map(str, row))
+    console.print(matrix)
+    base = result.get("baseline")
+    if base and "accuracy" in base:
+        console.print(
+            f"baseline VADER: accuracy {base['accuracy']:.4f}  macro F1 {base['macro_f1']:.4f}  "
+            f"macro recall {base['macro_recall']:.4f}",
+            highlight=False,
+        )
+    elif base:
+        console.print(f"baseline VADER unavailable: {base['unavailable']}", highlight=False)
+
+
+def train(
+    train: Annotated[Path, typer.Argument(help="Labelled training table (text and label columns).")],
+    base: Annotated[str, typer.Option(help="Encoder to fine-tune: minilm-l6, e5-small, a checkpoint or a path.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the fine-tuned model.")],
+    val: Annotated[Path | None, typer.Option(help="Validation table for early stopping and the report.")] = None,
+    text_col: TextCol = "text",
+    label_col: Annotated[str, typer.Option(help="Column with the labels.")] = "label",
+    lora: Annotated[
+        bool, typer.Option(help="Train LoRA adapters (plus head and norms) instead of all weights.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 3,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-5, or 5e-4 with --lora).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per step.")] = 32,
+    max_length: Annotated[int, typer.Option(help="Truncate training texts to this many tokens.")] = 128,
+    class_weights: Annotated[str, typer.Option(help="balanced, sqrt or none.")] = "balanced",
+    augment: Annotated[bool, typer.Option(help="Add one EDA-augmented copy of every training text.")] = False,
+    patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping.")] = 2,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
+    monitor: Annotated[str, typer.Option(help="Validation metric to keep the best model by.")] = "macro_recall",
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (fast on CPUs with AMX / AVX512-BF16).")] = True,
+    seed: Annotated[int, typer.Option(help="Random seed (data order, dropout, initialisation).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Fine-tune an encoder on your labels; saves the best model (release format) with a model card.
+
+    Example:
+
+      megasense train train.csv --val val.csv --base minilm-l6 --output my-model --lora --epochs 3
+    """
+    import shlex
+
+    from megasense.training.finetune import FinetuneConfig, train_from_files
+
+    with user_errors():
+        config = FinetuneConfig(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            max_length=max_length,
+            lora=lora,
+            class_weights=class_weights,
+            augment=augment,
+            patience=patience,
+            eval_every=eval_every,
+            monitor=monitor,
+            bf16=bf16,
+            seed=seed,
+        )
+        parts = ["megasense", "train", str(train), *(["--val", str(val)] if val else []), "--base", base]
+        parts += ["--output", str(output), "--text-col", text_col, "--label-col", label_col, "--epochs", str(epochs)]
+        parts += [*(["--lr", str(lr)] if lr else []), "--batch-size", str(batch_size), "--max-length", str(max_length)]
+        parts += ["--class-weights", class_weights, "--patience", str(patience), "--monitor", monitor]
+        parts += [*(["--eval-every", str(eval_every)] if eval_every else []), "--seed", str(seed)]
+        parts += [flag for on, flag in ((lora, "--lora"), (augment, "--augment"), (not bf16, "--no-bf16")) if on]
+        command = " ".join(shlex.quote(p) for p in parts)
+        result = train_from_files(
+            train,
+            val,
+            base=base,
+            output=output,
+            config=config,
+            text_col=text_col,
+            label_col=label_col,
+            overwrite=overwrite,
+            command=command,
+        )
+        if result.report is not None:
+            print_report({**result.report, "model": str(output), "data": str(val)})
+        err.print(f"saved the model to {output} ({result.train.steps} steps, {result.seconds:.0f} s)", highlight=False)

@@ -1,0 +1,1 @@
+"""Training: a generic loop (``Trainer``) and classification fine-tuning on top of it."""

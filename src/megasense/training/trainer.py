@@ -1,0 +1,402 @@
+"""A generic training loop: it sees a model, batches of tensors and a loss; it knows nothing about tasks.
+
+The same loop fine-tunes classifiers and pretrains encoders or decoders: a batch is a dict of tensors
+passed as ``model(**batch)``, and the loss is read from the model's output dataclass (``out.loss``
+unless ``loss_fn`` says otherwise). What it adds is the part every run needs done the same way:
+AdamW with no weight decay on norms and biases, warm-up then cosine or linear decay, gradient
+accumulation and clipping, optional bf16 autocast, seeding, periodic evaluation with early stopping
+on a monitored metric (keeping the best weights), a JSONL metrics log and a progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+BatchSource = Callable[[int], Iterable[Batch]]
+"""``epoch -> batches``: called once per epoch, so each epoch can shuffle with its own seed."""
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    lr: float = 5e-5
+    """Peak learning rate, reached at the end of warm-up."""
+    epochs: int = 1
+    """Passes over the batch source (``max_steps`` stops earlier when set)."""
+    max_steps: int | None = None
+    """Optimizer steps to run at most; also the horizon of the schedule when given."""
+    steps_per_epoch: int | None = None
+    """Optimizer steps in one epoch; needed for the schedule when ``max_steps`` is not given."""
+    warmup_ratio: float = 0.06
+    """Fraction of the schedule spent warming up linearly from 0."""
+    schedule: Literal["cosine", "linear", "constant"] = "linear"
+    """Decay after warm-up: to 0 along a cosine or a line, or none."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay, on matrices only (never on biases and norm weights)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this value (None: no clipping)."""
+    grad_accum: int = 1
+    """Micro-batches whose gradients add up before each optimizer step."""
+    bf16: bool = False
+    """Run forward passes under bf16 autocast (weights and optimizer state stay fp32)."""
+    seed: int = 0
+    eval_every: int | None = None
+    """Evaluate every this many optimizer steps (None: at the end of each epoch)."""
+    monitor: str | None = None
+    """Metric from ``evaluate`` to keep the best weights by, e.g. ``macro_recall``."""
+    mode: Literal["max", "min"] = "max"
+    patience: int | None = None
+    """Stop after this many evaluations without improvement of ``monitor`` (None: never stop early)."""
+    log_every: int = 20
+    """Write a training record to the metrics log every this many optimizer steps."""
+    metrics_path: str | None = None
+    """JSONL file that receives one record per log and per evaluation."""
+    progress: bool = True
+    """Show a rich progress bar on stderr."""
+    time_budget_s: float | None = None
+    """Stop after the optimizer step that passes this many seconds (then evaluate and keep the best)."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be positive")
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs} must be at least 1")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum={self.grad_accum} must be at least 1")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"schedule={self.schedule!r} is not one of cosine, linear, constant")
+        if self.patience is not None and self.monitor is None:
+            raise ValueError("patience needs a metric to watch: set monitor (e.g. monitor='macro_recall')")
+        if self.max_steps is None and self.steps_per_epoch is None:
+            raise ValueError("give max_steps or steps_per_epoch, so the learning-rate schedule knows its length")
+
+    @property
+    def total_steps(self) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    """Optimizer steps taken."""
+    best_metric: float | None
+    best_step: int | None
+    stopped_early: bool
+    """Patience ran out (``out_of_time`` says whether the time budget ended the run instead)."""
+    out_of_time: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Every evaluation record (step, epoch and the metrics)."""
+    samples_per_s: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters split into decayed (matrices) and undecayed (biases, norms, 1-D tensors)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or name.endswith(".bias") or "norm" in name.lower():
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, *, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak rate at optimizer step ``step`` (0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+class Trainer:
+    """``fit(batches)`` trains ``model`` in place; with ``evaluate`` and ``monitor`` it ends on the best weights.
+
+    The model is left in eval mode when ``fit`` returns.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        loss_fn: Callable[[Any], torch.Tensor] | None = None,
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+        loss_context: Callable[[], contextlib.AbstractContextManager] | None = None,
+        on_step: Callable[[Trainer, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.loss_fn = loss_fn or _output_loss
+        self.evaluate = evaluate
+        # Wraps each forward + backward (e.g. torch's loss_parallel for tensor-parallel logits).
+        self.loss_context = loss_context or contextlib.nullcontext
+        # Called after every optimizer step with {"step", "epoch", "loss", "lr", "grad_norm", "samples"}.
+        self.on_step = on_step
+        self.grad_norm: float | None = None
+        seed_everything(config.seed)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.betas
+        )
+        warmup = int(config.total_steps * config.warmup_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_factor(step, total=config.total_steps, warmup=warmup, schedule=config.schedule),
+        )
+        self.step = 0
+        self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        self._bad_evals = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _autocast(self):
+        if not self.config.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def fit(self, batches: BatchSource | Iterable[Batch]) -> TrainResult:
+        source = batches if callable(batches) else (lambda epoch: batches)
+        cfg = self.config
+        history: list[dict[str, Any]] = []
+        stopped = out_of_time = False
+        samples, started = 0, time.perf_counter()
+        with _MetricsLog(cfg.metrics_path) as log, _progress(cfg.total_steps, cfg.progress) as advance:
+            log.write({"event": "start", "config": _jsonable(asdict(cfg))})
+            epoch, evaluated_at = 0, -1
+            for epoch in range(cfg.epochs):
+                for loss, n in self._steps(source(epoch)):
+                    samples += n
+                    advance(1, loss)
+                    elapsed = time.perf_counter() - started
+                    if self.on_step is not None:
+                        record = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self._lr(), "samples": n}
+                        self.on_step(self, {**record, "grad_norm": self.grad_norm})
+                    if self.step % cfg.log_every == 0:
+                        log.write(
+                            {
+                                "event": "train",
+                                "step": self.step,
+                                "epoch": epoch,
+                                "loss": loss,
+                                "lr": self._lr(),
+                                "samples_per_s": samples / max(elapsed, 1e-9),
+                            }
+                        )
+                    if cfg.eval_every and self.step % cfg.eval_every == 0:
+                        stopped, evaluated_at = self._evaluate(epoch, history, log), self.step
+                    if cfg.time_budget_s is not None and elapsed > cfg.time_budget_s:
+                        out_of_time = True
+                    if stopped or out_of_time or self.step >= cfg.total_steps:
+                        break
+                if stopped or out_of_time or self.step >= cfg.total_steps:
+                    break
+                if not cfg.eval_every:
+                    stopped, evaluated_at = self._evaluate(epoch, history, log), self.step
+                    if stopped:
+                        break
+            if not stopped and evaluated_at != self.step:
+                self._evaluate(epoch, history, log)
+            elapsed = time.perf_counter() - started
+            self._restore_best()
+            self.model.eval()  # training is over: dropout off, ready to predict
+            result = TrainResult(
+                steps=self.step,
+                best_metric=self._best[0] if self._best else None,
+                best_step=self._best[1] if self._best else None,
+                stopped_early=stopped,
+                out_of_time=out_of_time,
+                history=history,
+                samples_per_s=samples / max(elapsed, 1e-9),
+            )
+            log.write({"event": "end", **{k: v for k, v in asdict(result).items() if k != "history"}})
+        return result
+
+    def _steps(self, batches: Iterable[Batch]) -> Iterator[tuple[float, int]]:
+        """Yield (mean loss, samples) after each optimizer step."""
+        cfg = self.config
+        self.model.train()
+        pending, total_loss, n = 0, 0.0, 0
+        for batch in batches:
+            batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with self.loss_context():
+                with self._autocast():
+                    out = self.model(**batch)
+                loss = self.loss_fn(out)
+                if loss is None:
+                    raise ValueError(f"{type(out).__name__}.loss is None: the batches must carry labels")
+                (loss.float() / cfg.grad_accum).backward()
+            total_loss += float(loss.detach())
+            n += _batch_size(batch)
+            pending += 1
+            if pending == cfg.grad_accum:
+                self._optimizer_step()
+                yield total_loss / pending, n
+                pending, total_loss, n = 0, 0.0, 0
+                if self.step >= cfg.total_steps:
+                    return
+        if pending:  # an epoch that does not divide by grad_accum: step on what accumulated
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(cfg.grad_accum / pending)
+            self._optimizer_step()
+            yield total_loss / pending, n
+
+    def _lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs besides the model and optimizer: the step and the scheduler."""
+        return {"step": self.step, "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        if state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def _optimizer_step(self) -> None:
+        if self.config.grad_clip is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def _evaluate(self, epoch: int, history: list[dict[str, Any]], log: _MetricsLog) -> bool:
+        """Run ``evaluate``, keep the best weights; True when patience has run out."""
+        if self.evaluate is None:
+            return False
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.evaluate(self.model)
+        self.model.train()
+        record = {"step": self.step, "epoch": epoch, **metrics}
+        history.append(record)
+        log.write({"event": "eval", **record})
+        cfg = self.config
+        if cfg.monitor is None:
+            return False
+        if cfg.monitor not in metrics:
+            raise KeyError(f"monitor={cfg.monitor!r} is not among the evaluation metrics {sorted(metrics)}")
+        value = float(metrics[cfg.monitor])
+        better = self._best is None or (value > self._best[0] if cfg.mode == "max" else value < self._best[0])
+        if better:
+            trainable = {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
+            self._best = (value, self.step, trainable)
+            self._bad_evals = 0
+            return False
+        self._bad_evals += 1
+        return cfg.patience is not None and self._bad_evals >= cfg.patience
+
+    def _restore_best(self) -> None:
+        if self._best is None:
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in self._best[2].items():
+                params[name].copy_(value)
+
+
+def _output_loss(out: Any) -> torch.Tensor:
+    return out.loss
+
+
+def _batch_size(batch: Batch) -> int:
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.ndim >= 1:
+            return int(value.shape[0])
+    return 1
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class _MetricsLog:
+    """Appends one JSON object per line; flushed per record so a crashed run keeps its log."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self.handle = None
+
+    def __enter__(self) -> _MetricsLog:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps({"time": round(time.time(), 3), **record}, default=float) + "\n")
+            self.handle.flush()
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[int, float], None]]:
+    if not enabled:
+        yield lambda n, loss: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("training", total=total, loss=float("nan"))
+        yield lambda n, loss: bar.update(task, advance=n, loss=loss)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the model's state (for tests and callers that compare runs)."""
+    return copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()})
