@@ -212,3 +212,13 @@ def test_cli_train_writes_a_release_with_a_card(tmp_path):
     assert load_model(out).head.labels == LABELS and (out / "adapter" / "adapter.safetensors").is_file()
     again = _cli(*args, "--epochs", "1")
     assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_an_input_column_named_label_is_kept_not_overwritten(classifier, tmp_path):
+    src = tmp_path / "gold.csv"
+    pd.DataFrame({"text": ["so good", "awful day"], "label": ["pos", "neg"]}).to_csv(src, index=False)
+    summary = predict_file(classifier, src, tmp_path / "out.csv")
+    frame = pd.read_csv(tmp_path / "out.csv")
+    assert summary.renamed == ["label"]
+    assert frame["input_label"].tolist() == ["pos", "neg"]
+    assert frame["label"].tolist() == ["positive", "negative"]

@@ -86,6 +86,9 @@ def _notes(summary) -> str:
         parts.append(f"{summary.skipped_empty:,} empty texts skipped (no label)")
     if summary.chunked:
         parts.append(f"{summary.chunked:,} long texts predicted in overlapping chunks (column 'chunks')")
+    if summary.renamed:
+        kept = ", ".join(f"{c!r} as 'input_{c}'" for c in summary.renamed)
+        parts.append(f"the input's own columns kept: {kept}")
     return "".join(f"; {p}" for p in parts)
 
 

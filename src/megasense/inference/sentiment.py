@@ -204,6 +204,8 @@ class PredictSummary:
     chunked: int = 0
     """Texts longer than the model's window, predicted as overlapping chunks."""
     output: Path | None = None
+    renamed: list[str] = field(default_factory=list)
+    """Input columns that had the name of a prediction column; kept as ``input_<name>``."""
     frames: list[pd.DataFrame] = field(default_factory=list)
     """The predicted rows themselves, when no output file was given."""
 
@@ -258,9 +260,12 @@ def predict_file(
             if progress is not None and empty:
                 progress(len(empty))
             frame = chunk.frame.reset_index(drop=True)
-            frame = pd.concat(
-                [frame.drop(columns=[c for c in predicted if c in frame], errors="ignore"), predicted], axis=1
-            )
+            # An input column named like a prediction column (gold labels in 'label', say) is kept, renamed.
+            clashes = [c for c in predicted if c in frame]
+            if clashes:
+                frame = frame.rename(columns={c: f"input_{c}" for c in clashes})
+                summary.renamed = sorted(set(summary.renamed) | set(clashes))
+            frame = pd.concat([frame, predicted], axis=1)
             summary.rows += len(frame)
             summary.skipped_empty += len(empty)
             summary.chunked += int((predicted["chunks"] > 1).sum())
