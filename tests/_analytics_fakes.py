@@ -113,3 +113,21 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def small_analysis(root: Path, rows: list[dict[str, str]]) -> Path:
+    """``analyze`` over ``rows`` with the fakes (dates and products, 3 topics); returns the output dir."""
+    from megasense.analytics import analyze
+
+    analyze(
+        write_csv(root / "in.csv", rows),
+        root / "out",
+        embedder=FakeEmbedder(),
+        scorer=FakeScorer(),
+        time_col="date",
+        group_col="product",
+        reducer="pca",
+        min_topic_size=10,
+        report=False,
+    )
+    return root / "out"

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from _analytics_fakes import FakeEmbedder, FakeScorer, english_rows, write_csv
-from megasense.analytics import analyze
+from _analytics_fakes import english_rows, small_analysis
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -21,19 +20,7 @@ def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("dash")
     rows = english_rows(90)
     rows[0]["text"] = "<img src=x onerror=alert(1)> battery charger power bad 100%_off"
-    source = write_csv(root / "in.csv", rows)
-    analyze(
-        source,
-        root / "out",
-        embedder=FakeEmbedder(),
-        scorer=FakeScorer(),
-        time_col="date",
-        group_col="product",
-        reducer="pca",
-        min_topic_size=10,
-        report=False,
-    )
-    return TestClient(create_dashboard_app(root / "out"))
+    return TestClient(create_dashboard_app(small_analysis(root, rows)))
 
 
 def test_meta_lists_topics_groups_and_span(client):

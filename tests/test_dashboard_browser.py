@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from _analytics_fakes import FakeEmbedder, FakeScorer, english_rows, write_csv
-from megasense.analytics import analyze
+from _analytics_fakes import english_rows, small_analysis
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -44,24 +43,11 @@ def dashboard_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     rows = english_rows(90)
     rows[1]["text"] = "质量很好，电池耐用 battery great"
-    source = write_csv(root / "in.csv", rows)
-    analyze(
-        source,
-        root / "out",
-        embedder=FakeEmbedder(),
-        scorer=FakeScorer(),
-        time_col="date",
-        group_col="product",
-        reducer="pca",
-        min_topic_size=10,
-        report=False,
-    )
+    out = small_analysis(root, rows)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_dashboard_app(root / "out"), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(create_dashboard_app(out), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from megasense.data.collate import pad_right
+
 
 @dataclass(frozen=True)
 class EncoderSettings:
@@ -38,17 +40,6 @@ def plan_batches(lengths: Sequence[int], settings: EncoderSettings) -> list[list
     if current:
         batches.append(current)
     return batches
-
-
-def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into (B, T) tensors: ids and attention mask."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
 
 
 class EncoderEngine:
@@ -77,7 +68,7 @@ class EncoderEngine:
         if any(len(s) == 0 for s in sequences):
             raise ValueError("every sequence needs at least one token")
         for indices in plan_batches([len(s) for s in sequences], self.settings):
-            ids, mask = pad([sequences[i] for i in indices], self.pad_id)
+            ids, mask = pad_right([sequences[i] for i in indices], self.pad_id)
             with torch.inference_mode():
                 out = self.model(ids.to(self.device), attention_mask=mask.to(self.device))
             yield indices, self.output(out).float().cpu()

@@ -23,6 +23,7 @@ from torch import nn
 
 from megasense.checkpoints.release import LoadedModel, save_release
 from megasense.checkpoints.sentiment_models import classifier_on, save_adapter
+from megasense.data.collate import pad_right
 from megasense.data.tables import read_table, require_column
 from megasense.models import weights_for_saving
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora, trainable_state_dict
@@ -139,17 +140,6 @@ def class_weight_tensor(labels: Sequence[int], num_labels: int, mode: str) -> to
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def collate(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (B, T) ids and attention mask."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
 class BucketedBatches:
     """Seeded batches of similar lengths: shuffle, sort within pools of 50 batches, shuffle the batches.
 
@@ -184,7 +174,7 @@ class BucketedBatches:
             batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
         rng.shuffle(batches)
         for batch in batches:
-            input_ids, mask = collate([self.ids[i] for i in batch], self.pad_id)
+            input_ids, mask = pad_right([self.ids[i] for i in batch], self.pad_id)
             out = {
                 "input_ids": input_ids,
                 "attention_mask": mask,
@@ -208,7 +198,7 @@ def predict_logits(
         longest = len(sequences[order[min(len(order) - 1, start + 127)]])
         size = max(1, min(128, max_batch_tokens // max(1, longest)))
         index = order[start : start + size]
-        ids, mask = collate([sequences[i] for i in index], pad_id)
+        ids, mask = pad_right([sequences[i] for i in index], pad_id)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
         if out is None:
