@@ -57,7 +57,7 @@ def start_server(args, batching: bool) -> tuple[subprocess.Popen, str]:
         cmd += ["--model", args.model, "--embedding-model", ""]
     else:
         cmd += ["--model", "", "--embedding-model", args.model]
-    cmd += ["--dynamic-batching" if batching else "--no-dynamic-batching", "--max-batch-size", "64"]
+    cmd += ["--dynamic-batching" if batching else "--no-dynamic-batching", "--max-batch-size", str(args.max_batch_size)]
     env = {**os.environ, "MEGASENSE_MAX_QUEUE_TEXTS": "100000", "MEGASENSE_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -122,19 +122,36 @@ def offline(args, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
+def batch_stats(url: str, endpoint: str, seconds: float) -> tuple[float, float]:
+    """Mean texts per model call, and the share of the run the model was busy, from /metrics."""
+    task = "sentiment" if endpoint == "sentiment" else "embedding"
+    values = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        for name in ("megasense_batch_texts_sum", "megasense_batch_texts_count", "megasense_batch_seconds_sum"):
+            if line.startswith(f'{name}{{task="{task}"}}'):
+                values[name] = float(line.split()[-1])
+    calls = values.get("megasense_batch_texts_count", 0) or 1
+    return values.get("megasense_batch_texts_sum", 0) / calls, values.get("megasense_batch_seconds_sum", 0) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", choices=["sentiment", "embeddings"], default="sentiment")
     parser.add_argument("--model", default="default")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--only-batching", action="store_true", help="Skip the one-request-at-a-time run.")
     args = parser.parse_args()
     texts = forum_texts()
     rows = {}
-    for batching in (True, False):
+    for batching in (True,) if args.only_batching else (True, False):
         proc, url = start_server(args, batching)
         try:
+            cpu = time.process_time()
             stats = asyncio.run(load(url, args.endpoint, texts, args.clients, args.seconds))
+            stats["client_cpu"] = (time.process_time() - cpu) / args.seconds
+            stats["mean_batch"], stats["model_share"] = batch_stats(url, args.endpoint, args.seconds)
             stats["peak_mb"] = peak_rss_mb(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -146,10 +163,14 @@ def main() -> None:
         print(
             f"{name:>22}: {s['texts_per_s']:7.1f} texts/s | p50 {s['p50'] * 1000:6.0f} ms | p95 "
             f"{s['p95'] * 1000:6.0f} ms | p99 {s['p99'] * 1000:6.0f} ms | errors {s['errors']} | "
-            f"server peak {s['peak_mb']:.0f} MB"
+            f"server peak {s['peak_mb']:.0f} MB | load generator {s['client_cpu']:.2f} cores | "
+            f"{s['mean_batch']:.1f} texts per model call, model busy {s['model_share']:.0%}"
         )
     print(f"{'offline (in process)':>22}: {rate_offline:7.1f} texts/s")
-    on, off = rows["dynamic batching"], rows["one request at a time"]
+    on, off = rows["dynamic batching"], rows.get("one request at a time")
+    if off is None:
+        print(f"service / offline: {on['texts_per_s'] / rate_offline:.2f}")
+        return
     print(
         f"ratio batching / one-at-a-time: {on['texts_per_s'] / off['texts_per_s']:.2f}x throughput, "
         f"p99 {on['p99'] / off['p99']:.2f}x | service / offline: {on['texts_per_s'] / rate_offline:.2f}"
