@@ -235,7 +235,8 @@ async function refresh() {
   Plotly.react("c-time", [{type: "scatter", mode: "lines+markers", x: data.timeseries.map(r => r.period),
     y: data.timeseries.map(r => r.n), name: "documents"}], {...layout, title: {text: "documents over time"}});
   Plotly.react("c-topics", [{type: "bar", orientation: "h", y: data.topics.map(r => r.label).reverse(),
-    x: data.topics.map(r => r.n).reverse()}], {...layout, title: {text: "topics"}, margin: {l: 220, r: 10, t: 30, b: 40}});
+    x: data.topics.map(r => r.n).reverse()}],
+    {...layout, title: {text: "topics"}, margin: {l: 220, r: 10, t: 30, b: 40}});
   const body = $("docs"); body.replaceChildren();
   data.documents.forEach(d => {
     const tr = document.createElement("tr");

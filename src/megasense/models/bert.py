@@ -7,6 +7,8 @@ tensor-parallel plan entry is relative to the same root whatever the head.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -173,7 +175,7 @@ class BertForPreTraining(BertModel):
     """Masked-LM head (tied to the embedding) and, with ``binary_head``, a sentence-order head."""
 
     # The tied output layer must be split over the vocabulary like the embedding it shares.
-    tp_plan = {**BERT_TP_PLAN, "lm_head.output_layer": "vocab_output"}
+    tp_plan: ClassVar[dict[str, str]] = {**BERT_TP_PLAN, "lm_head.output_layer": "vocab_output"}
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
