@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "generate": "generate:generate",
     "serve": "serve:serve",
     "tokenize": "tokenize:tokenize",
+    "pretrain": "pretrain:pretrain",
     "train-tokenizer": "tokenize:train_tokenizer",
     "models": "models:models",
     "download": "models:download",
