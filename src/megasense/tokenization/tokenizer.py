@@ -125,12 +125,13 @@ class Tokenizer:
         )
 
     def save(self, directory: str | Path) -> None:
-        """Write tokenizer.json and tokenizer_config.json into ``directory`` (which must exist).
+        """Write tokenizer.json and tokenizer_config.json into ``directory`` (created if missing).
 
         Both files are also what transformers' ``AutoTokenizer`` reads, so this doubles as the
         Hugging Face export.
         """
         directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(directory / TOKENIZER_JSON))
         settings: dict[str, Any] = {
             "megasense_kind": self.kind,

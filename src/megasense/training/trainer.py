@@ -258,7 +258,7 @@ class Trainer:
                 if loss is None:
                     raise ValueError(f"{type(out).__name__}.loss is None: the batches must carry labels")
                 (loss.float() / cfg.grad_accum).backward()
-            total_loss += float(loss.detach())
+            total_loss += _scalar(loss)
             n += _batch_size(batch)
             pending += 1
             if pending == cfg.grad_accum:
@@ -290,7 +290,7 @@ class Trainer:
     def _optimizer_step(self) -> None:
         if self.config.grad_clip is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
+            self.grad_norm = float(_clip_grad_norm(params, self.config.grad_clip))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -329,6 +329,24 @@ class Trainer:
         with torch.no_grad():
             for name, value in self._best[2].items():
                 params[name].copy_(value)
+
+
+def _scalar(loss: torch.Tensor) -> float:
+    """The loss as a float; a DTensor loss (``loss_parallel``) is replicated, its full value is the loss."""
+    loss = loss.detach()
+    return float(loss.full_tensor() if hasattr(loss, "full_tensor") else loss)
+
+
+def _clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """PyTorch's clipping, or megasense's when parameters are DTensors (tensor parallel, FSDP2), which
+    may mix with plain tensors and several meshes, as ``torch.nn.utils.clip_grad_norm_`` cannot."""
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in params):
+        from megasense.parallel import clip_grad_norm_
+
+        return clip_grad_norm_(params, max_norm)
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def _output_loss(out: Any) -> torch.Tensor:

@@ -1,0 +1,129 @@
+"""What a pretraining run reports on rank 0: loss, learning rate, grad norm, tokens/s and MFU.
+
+MFU (model FLOPs utilisation) counts the FLOPs the model needs, not what the hardware ran
+(recomputation is not counted): ``6 N`` per token for the matrix multiplications forward and backward
+(``N`` the non-embedding parameters plus the output layer) plus ``12 L H T`` for attention scores
+and values (PaLM's appendix B), divided by the configured peak FLOP/s of the devices.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from megasense.config import ModelConfig
+
+
+def flops_per_token(cfg: ModelConfig, seq_length: int) -> float:
+    """Training FLOPs (forward + backward) per token at ``seq_length``."""
+    matmul_params = cfg.num_parameters(include_embeddings=False) + cfg.padded_vocab_size * cfg.hidden_size
+    attention = 12 * cfg.num_layers * cfg.num_attention_heads * cfg.head_dim * seq_length
+    return 6.0 * matmul_params + attention
+
+
+class StepReporter:
+    """Progress bar and JSONL metrics, on the one rank where ``enabled``; throughput per log interval."""
+
+    def __init__(
+        self,
+        *,
+        total: int,
+        start: int,
+        tokens_per_step: int,
+        flops_per_token: float,
+        peak_flops: float | None,
+        log_every: int,
+        metrics_path: str | None,
+        enabled: bool,
+        progress: bool,
+    ) -> None:
+        self.total, self.start = total, start
+        self.tokens_per_step, self.flops_per_token, self.peak_flops = tokens_per_step, flops_per_token, peak_flops
+        self.log_every = log_every
+        self.enabled = enabled
+        self.path = Path(metrics_path) if metrics_path and enabled else None
+        self.show_progress = progress and enabled
+        self._handle = None
+        self._bar = None
+        self._task = None
+        self._steps = 0
+        self._began = self._mark = 0.0
+        self._mark_steps = 0
+
+    def __enter__(self) -> StepReporter:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        if self.show_progress:
+            self._bar, self._task = _progress_bar(self.total, self.start)
+            self._bar.start()
+        self._began = self._mark = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        if self._handle is not None:
+            self._handle.close()
+
+    def rates(self, steps: int, seconds: float) -> dict[str, float]:
+        tokens_per_s = steps * self.tokens_per_step / max(seconds, 1e-9)
+        out = {"tokens_per_s": tokens_per_s}
+        if self.peak_flops:
+            out["mfu"] = tokens_per_s * self.flops_per_token / self.peak_flops
+        return out
+
+    def step(self, record: dict[str, Any]) -> None:
+        """``record``: the trainer's ``step``, ``loss``, ``lr`` and ``grad_norm`` after one optimizer step."""
+        self._steps += 1
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        # The first step after start includes warm-up work (allocations, first collectives): the
+        # interval rates restart after it, the run's summary keeps it.
+        rates = self.rates(self._steps - self._mark_steps, now - self._mark)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=record["step"], **_bar_fields(record, rates))
+        if self._steps == 1 or record["step"] % self.log_every == 0 or record["step"] == self.total:
+            self.write({"event": "train", **record, **rates})
+            self._mark, self._mark_steps = now, self._steps
+
+    def summary(self) -> dict[str, float]:
+        return self.rates(self._steps, time.perf_counter() - self._began)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._handle is not None:
+            self._handle.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
+            self._handle.flush()
+
+
+def _bar_fields(record: dict[str, Any], rates: dict[str, float]) -> dict[str, Any]:
+    norm = record.get("grad_norm")
+    mfu = rates.get("mfu")
+    return {
+        "loss": record["loss"],
+        "lr": record["lr"],
+        "norm": f"{norm:.2f}" if norm is not None else "-",
+        "tps": rates["tokens_per_s"],
+        "mfu": f"{100 * mfu:.1f}%" if mfu is not None else "-",
+    }
+
+
+def _progress_bar(total: int, start: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f} lr {task.fields[lr]:.1e} |g| {task.fields[norm]}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s MFU {task.fields[mfu]}"),
+        TimeRemainingColumn(),
+    )
+    bar = Progress(*columns, console=Console(stderr=True))
+    task = bar.add_task(
+        "pretraining", total=total, completed=start, loss=float("nan"), lr=0.0, norm="-", tps=0.0, mfu="-"
+    )
+    return bar, task
