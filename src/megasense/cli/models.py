@@ -45,6 +45,24 @@ def models() -> None:
     console.print(embedded)
     for entry in EMBEDDED:
         console.print(f"[bold]{entry.name}[/]: {entry.description}")
+    _sentiment_table()
+
+
+def _sentiment_table() -> None:
+    from megasense.checkpoints.sentiment_models import ROUTER, SENTIMENT_MODELS, shipped_adapter_dir
+
+    table = Table(title="Sentiment models (an adapter shipped with megasense on an embedded encoder)")
+    for column in ("name", "base", "adapter", "what"):
+        table.add_column(column, no_wrap=column == "name")
+    for model in SENTIMENT_MODELS:
+        try:
+            shipped_adapter_dir(model.name)
+            status = "shipped"
+        except (ValueError, OSError):
+            status = "missing"
+        table.add_row(model.name, model.base, status, model.description)
+    table.add_row(ROUTER, "-", "-", "routes each text by script: Chinese and other non-Latin to sentiment-multilingual")
+    console.print(table)
 
 
 def download(
