@@ -85,16 +85,24 @@ def save_release(
     return directory
 
 
-def read_release_config(directory: Path) -> tuple[ModelConfig, HeadConfig, dict[str, Any]]:
-    path = directory / CONFIG
+def read_tagged_json(directory: Path, name: str, fmt: str, holds: str) -> dict[str, Any]:
+    """The JSON object in ``directory/name`` whose ``format`` field must be ``fmt``; errors name the file."""
+    path = directory / name
     if not path.is_file():
-        raise CheckpointError(directory, f"no {CONFIG} here; a megasense model directory holds {CONFIG} and {WEIGHTS}")
+        raise CheckpointError(directory, f"no {name} here; {holds}")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(path, f"is not valid JSON ({exc})") from None
-    if payload.get("format") != FORMAT:
-        raise CheckpointError(path, f"format is {payload.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(path, f"format is {found!r}, expected {fmt!r}")
+    return payload
+
+
+def read_release_config(directory: Path) -> tuple[ModelConfig, HeadConfig, dict[str, Any]]:
+    payload = read_tagged_json(directory, CONFIG, FORMAT, f"a megasense model directory holds {CONFIG} and {WEIGHTS}")
+    path = directory / CONFIG
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             path,

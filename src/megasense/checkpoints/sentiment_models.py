@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from megasense.checkpoints.atomic import atomic_directory
 from megasense.checkpoints.errors import CheckpointError
-from megasense.checkpoints.release import LoadedModel, read_safetensors
+from megasense.checkpoints.release import LoadedModel, read_safetensors, read_tagged_json
 from megasense.config import HeadConfig
 from megasense.models import build_model, load_weights
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora
@@ -99,18 +99,8 @@ def save_adapter(
 
 
 def read_adapter_config(directory: Path) -> dict[str, Any]:
-    path = directory / ADAPTER_CONFIG
-    if not path.is_file():
-        raise CheckpointError(
-            directory, f"no {ADAPTER_CONFIG} here; an adapter holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
-        )
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(path, f"is not valid JSON ({exc})") from None
-    if payload.get("format") != ADAPTER_FORMAT:
-        raise CheckpointError(path, f"format is {payload.get('format')!r}, expected {ADAPTER_FORMAT!r}")
-    return payload
+    holds = f"an adapter holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
+    return read_tagged_json(directory, ADAPTER_CONFIG, ADAPTER_FORMAT, holds)
 
 
 def is_adapter_dir(path: Path) -> bool:
