@@ -92,7 +92,9 @@ def save_adapter(
         "metadata": metadata or {},
     }
     with atomic_directory(directory, overwrite=overwrite) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / ADAPTER_WEIGHTS))
+        # fp16 on disk halves the shipped size; the weights are loaded into (and merged in) fp32.
+        stored = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(stored, str(tmp / ADAPTER_WEIGHTS))
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(card, encoding="utf-8")
     return directory
