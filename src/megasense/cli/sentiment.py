@@ -25,6 +25,12 @@ ModelOpt = Annotated[
     ),
 ]
 TextCol = Annotated[str, typer.Option(help="Column that holds the text.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (the fastest at fp32's accuracy on this machine), fp32, bf16 (autocast) or int8 (CPU, per-channel)."
+    ),
+]
 LabelsOpt = Annotated[
     str | None, typer.Option(help="Restrict predictions to these labels, e.g. negative,positive for binary data.")
 ]
@@ -49,6 +55,7 @@ def predict(
     labels: LabelsOpt = None,
     strict: Annotated[bool, typer.Option(help="Fail on empty texts instead of skipping them.")] = False,
     max_length: Annotated[int, typer.Option(help="Tokens per window; longer texts are chunked with overlap.")] = 256,
+    precision: PrecisionOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Add label, score and prob_<label> columns to every row of a file.
@@ -65,7 +72,7 @@ def predict(
 
     with user_errors():
         check_readable(input)
-        predictor = load_predictor(model, labels=parse_label_subset(labels), max_length=max_length)
+        predictor = load_predictor(model, labels=parse_label_subset(labels), max_length=max_length, precision=precision)
         total = _count_rows(input) if progress else None
         with progress_bar("predicting", total, enabled=progress) as advance:
             summary = predict_file(
@@ -122,6 +129,7 @@ def evaluate(
     report: Annotated[Path | None, typer.Option(help="Write the full report as JSON here.")] = None,
     baseline: Annotated[bool, typer.Option(help="Report VADER beside the model for English data.")] = True,
     strict: Annotated[bool, typer.Option(help="Fail on empty texts instead of skipping them.")] = False,
+    precision: PrecisionOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Measure a model on labelled data: accuracy, F1, macro recall, per class, confusion matrix, calibration.
@@ -137,7 +145,7 @@ def evaluate(
 
     with user_errors():
         check_readable(input)
-        predictor = load_predictor(model)
+        predictor = load_predictor(model, precision=precision)
         with progress_bar("evaluating", _count_rows(input) if progress else None, enabled=progress) as advance:
             result = evaluate_file(
                 predictor,

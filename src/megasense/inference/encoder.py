@@ -2,7 +2,8 @@
 
 Sequences are sorted by length and cut into batches bounded by a token budget, so each batch pads
 to nearly the same length (random-order batches compute ~2.5x the real tokens on forum text). The
-outputs come back in the caller's order.
+outputs come back in the caller's order. ``precision`` chooses fp32, bf16 autocast or int8 linears
+(``"auto"``: the fastest that keeps fp32's accuracy on this machine; see ``inference.quantize``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from megasense.data.collate import pad_right
+from megasense.inference.quantize import resolve_precision, with_precision
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,12 @@ class EncoderEngine:
         pad_id: int,
         settings: EncoderSettings | None = None,
         output: Callable[[object], torch.Tensor] | None = None,
+        precision: str = "fp32",
     ) -> None:
-        self.model = model.eval()
+        device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, device)
+        self.model = with_precision(model.eval(), self.precision)
+        self._device = device
         self.pad_id = pad_id
         self.settings = settings or EncoderSettings()
         # Which tensor of the model's output dataclass to collect (logits, embeddings, hidden states).
@@ -61,7 +67,7 @@ class EncoderEngine:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self._device  # int8 modules keep packed weights, not parameters, so it is fixed at load
 
     def batches(self, sequences: Sequence[Sequence[int]]) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Yield (indices, outputs) batch by batch -- for callers that report progress."""

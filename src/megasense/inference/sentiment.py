@@ -1,8 +1,9 @@
 """Sentiment at scale: batched prediction over texts and files, and evaluation against gold labels.
 
 ``SentimentClassifier`` runs one classification model: the task turns texts into token windows,
-the encoder engine runs them in length-sorted batches (under bf16 autocast where the CPU has native
-bf16 matrix units, which measured 2-3.5x faster than fp32 at equal accuracy), and the task turns
+the encoder engine runs them in length-sorted batches at the chosen precision (``"auto"``: bf16 autocast
+where the CPU has native bf16 matrix units, 2-3.5x faster than fp32 at equal accuracy; see
+``inference.quantize``), and the task turns
 logits back into labels. ``SentimentRouter`` is the ``default`` model: each text goes to the English
 or the multilingual classifier by its script. Files stream through in chunks, so memory stays
 bounded, and the output is written to a temporary file renamed into place at the end.
@@ -10,7 +11,6 @@ bounded, and the output is written to a temporary file renamed into place at the
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from megasense.checkpoints.loading import load_model
 from megasense.checkpoints.release import LoadedModel
@@ -27,6 +26,7 @@ from megasense.checkpoints.sentiment_models import ROUTER
 from megasense.data.tables import TableError, TableWriter, read_chunks, require_column
 from megasense.inference.encoder import EncoderEngine, EncoderSettings
 from megasense.inference.pipelines import check_texts, require_tokenizer, text_column
+from megasense.inference.quantize import check_precision
 from megasense.tasks.baselines import BaselineUnavailable, vader_labels
 from megasense.tasks.labels import LabelError, normalize_labels
 from megasense.tasks.language import needs_multilingual
@@ -34,31 +34,6 @@ from megasense.tasks.metrics import classification_report
 from megasense.tasks.sentiment import SentimentResult, SentimentTask
 
 Progress = Callable[[int], None]
-
-
-@functools.cache
-def bf16_is_fast() -> bool:
-    """True on CPUs with native bf16 matrix instructions (AMX or AVX512-BF16), where autocast pays off."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-class _Autocast(nn.Module):
-    """Runs the wrapped model under bf16 autocast (weights stay fp32; logits come back as fp32)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        with torch.autocast(input_ids.device.type, dtype=torch.bfloat16):
-            return self.model(input_ids, attention_mask=attention_mask)
 
 
 class SentimentClassifier:
@@ -71,6 +46,7 @@ class SentimentClassifier:
         labels: Sequence[str] | None = None,
         max_length: int = 256,
         overlap: int = 64,
+        precision: str = "auto",
         bf16: bool | None = None,
         settings: EncoderSettings | None = None,
         name: str | None = None,
@@ -92,9 +68,20 @@ class SentimentClassifier:
             overlap=min(overlap, max_length // 4),
             allowed=labels,
         )
-        self.bf16 = bf16_is_fast() if bf16 is None else bf16
-        model = _Autocast(loaded.model) if self.bf16 else loaded.model
-        self.engine = EncoderEngine(model, pad_id=loaded.tokenizer.pad_id, settings=settings)
+        if bf16 is not None:  # the older switch: bf16=True/False means precision bf16/fp32
+            precision = "bf16" if bf16 else "fp32"
+        self.engine = EncoderEngine(
+            loaded.model, pad_id=loaded.tokenizer.pad_id, settings=settings, precision=check_precision(precision)
+        )
+
+    @property
+    def precision(self) -> str:
+        """The concrete precision the model runs at: fp32, bf16 or int8."""
+        return self.engine.precision
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -175,7 +162,8 @@ def load_predictor(
     model: str | Path | LoadedModel = ROUTER, *, labels: Sequence[str] | None = None, **options: Any
 ) -> Predictor:
     """A predictor for a model name (``default``, ``sentiment-en``, ``sentiment-multilingual``), a path or a
-    loaded model."""
+    loaded model. ``options`` go to ``SentimentClassifier`` (``precision``, ``max_length``, ...)."""
+    check_precision(options.get("precision", "auto"))  # before any model is loaded
     if isinstance(model, LoadedModel):
         return SentimentClassifier(model, labels=labels, **options)
     if str(model) == ROUTER:
@@ -369,12 +357,16 @@ def sentiment(
     *,
     model: str | Path | LoadedModel | Predictor = ROUTER,
     labels: Sequence[str] | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """``{"label", "score", "probs", "chunks"}`` for a text, or a list of them for a list of texts.
 
+    ``precision`` is ``"auto"`` (the fastest at fp32's accuracy on this machine), fp32, bf16 or int8.
+
     >>> megasense.sentiment(["The staff were lovely", "房间太小了"])  # doctest: +SKIP
     """
-    predictor = model if isinstance(model, SentimentClassifier | SentimentRouter) else load_predictor(model)
+    loaded = isinstance(model, SentimentClassifier | SentimentRouter)
+    predictor = model if loaded else load_predictor(model, precision=precision)
     if labels is not None:
         predictor = predictor.restricted(labels)
     single = isinstance(texts, str)
