@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from megasense.checkpoints.release import LoadedModel, read_safetensors, save_release
-from megasense.checkpoints.sentiment_models import ADAPTER_WEIGHTS, classifier_on, save_adapter
+from megasense.checkpoints.release import LoadedModel, save_release
+from megasense.checkpoints.sentiment_models import classifier_on, save_adapter
 from megasense.data.collate import pad_right
 from megasense.data.tables import read_table, require_column
 from megasense.models import weights_for_saving
@@ -47,8 +47,6 @@ class FinetuneConfig:
     lora: bool = False
     lora_rank: int = 16
     lora_alpha: float = 32.0
-    init_adapter: str | None = None
-    """With LoRA, start from this adapter directory's weights (LoRA, head, norms) instead of fresh ones."""
     train_norms: bool = True
     """With LoRA, also train the layer norms (a few thousand values) besides the head."""
     class_weights: str = "balanced"
@@ -232,18 +230,6 @@ def _add_lora(model: nn.Module, config: FinetuneConfig) -> LoRASettings:
     return settings
 
 
-def _warm_start(model: nn.Module, directory: Path) -> None:
-    """Copy an adapter's tensors (LoRA factors, head, norms) into ``model``; every tensor must fit."""
-    tensors = read_safetensors(directory / ADAPTER_WEIGHTS)
-    own = model.state_dict()
-    misfit = sorted(k for k, v in tensors.items() if k not in own or tuple(own[k].shape) != tuple(v.shape))
-    if misfit:
-        raise ValueError(f"{directory}: adapter tensors {misfit[:5]} do not fit this model (base or LoRA rank differ)")
-    with torch.no_grad():
-        for key, value in tensors.items():
-            own[key].copy_(value.float())
-
-
 def finetune(
     base: LoadedModel, train: Examples, val: Examples | None, config: FinetuneConfig, *, max_length_eval: int = 256
 ) -> FinetuneResult:
@@ -254,8 +240,6 @@ def finetune(
     torch.manual_seed(config.seed)
     model, head = classifier_on(base, config.labels, pooling=config.pooling, dropout=config.dropout)
     lora = _add_lora(model, config) if config.lora else None
-    if config.init_adapter:
-        _warm_start(model, Path(config.init_adapter))
     texts, labels = train.texts, train.labels
     if config.augment:
         texts, labels = augment_dataset(
