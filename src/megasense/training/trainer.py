@@ -175,6 +175,8 @@ class Trainer:
             lambda step: lr_factor(step, total=config.total_steps, warmup=warmup, schedule=config.schedule),
         )
         self.step = 0
+        self.last_lr: float | None = None
+        """The learning rate the latest optimizer step applied (what ``fit`` logs for that step)."""
         self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         self._bad_evals = 0
 
@@ -276,7 +278,8 @@ class Trainer:
             yield total_loss / pending, n
 
     def _lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
+        """The rate of the step just taken, read before the scheduler moved on to the next step's."""
+        return self.last_lr if self.last_lr is not None else self.scheduler.get_last_lr()[0]
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs besides the model and optimizer: the step and the scheduler."""
@@ -291,6 +294,7 @@ class Trainer:
         if self.config.grad_clip is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             self.grad_norm = float(_clip_grad_norm(params, self.config.grad_clip))
+        self.last_lr = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
