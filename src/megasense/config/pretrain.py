@@ -116,6 +116,11 @@ class TrainSection:
     bf16: bool = False
     """bf16 autocast for the forward pass (fp32 master weights and optimizer state)."""
 
+    activation_checkpointing: Literal["none", "full", "selective"] = "none"
+    """Recompute activations in backward instead of keeping them: ``full`` recomputes every
+    transformer layer (keeps only layer inputs), ``selective`` only each layer's attention, the part
+    whose activations grow with the sequence length squared (Megatron's selective recomputation)."""
+
     seed: int = 0
     """Seed of the weight initialisation and dropout."""
 
@@ -149,6 +154,10 @@ class TrainSection:
             raise ConfigError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ConfigError(f"train.schedule={self.schedule!r} is not one of cosine, linear, constant")
+        if self.activation_checkpointing not in ("none", "full", "selective"):
+            raise ConfigError(
+                f"train.activation_checkpointing={self.activation_checkpointing!r} is not one of none, full, selective"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device={self.device!r} is not one of auto, cpu, cuda")
         if self.init not in ("single", "sharded"):

@@ -10,6 +10,7 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
 from megasense.config.parallel import ParallelConfig
+from megasense.parallel.checkpointing import apply_activation_checkpointing
 from megasense.parallel.data import apply_ddp, apply_fsdp
 from megasense.parallel.mesh import mesh_size, sub_mesh
 from megasense.parallel.plan import block_container, model_plan
@@ -17,11 +18,18 @@ from megasense.parallel.tensor import apply_tensor_parallel, loss_parallel_conte
 
 
 def parallelize(
-    model: nn.Module, mesh: DeviceMesh, config: ParallelConfig, *, plan: dict[str, str] | None = None
+    model: nn.Module,
+    mesh: DeviceMesh,
+    config: ParallelConfig,
+    *,
+    plan: dict[str, str] | None = None,
+    activation_checkpointing: str = "none",
 ) -> nn.Module:
     """Apply ``config`` to ``model`` over ``mesh`` (built by :func:`build_mesh`); returns the model to train.
 
     The returned module is ``model`` itself, except with DDP, where it is the DDP wrapper.
+    ``activation_checkpointing`` (``none``, ``full``, ``selective``) is applied between tensor and
+    data parallelism, so the recomputed layers are FSDP2's units.
     """
     tp, dp = mesh_size(mesh, "tp"), mesh_size(mesh, "dp")
     if (dp, tp) != (config.dp, config.tp):
@@ -34,6 +42,7 @@ def parallelize(
             sequence_parallel=config.sequence_parallel,
             loss_parallel=config.loss_parallel,
         )
+    apply_activation_checkpointing(model, activation_checkpointing, plan=plan)
     if dp > 1:
         if config.data_parallel == "ddp":
             return apply_ddp(model, sub_mesh(mesh, "dp"))

@@ -33,6 +33,7 @@ from megasense.data.indexed import IndexedDataset
 from megasense.data.pretrain import BertMaskedDataset, GPTPackedDataset, collate
 from megasense.models import build_model, reset_buffers
 from megasense.parallel import build_mesh, full_state_dict, load_full_state_dict, loss_context, parallelize, unwrap
+from megasense.parallel.checkpointing import apply_activation_checkpointing
 from megasense.parallel.mesh import sub_mesh
 from megasense.tokenization import Tokenizer
 from megasense.training.checkpoint import TrainingCheckpoints
@@ -129,6 +130,7 @@ def train_config(config: PretrainConfig) -> TrainConfig:
         grad_clip=t.grad_clip,
         grad_accum=t.grad_accum,
         bf16=t.bf16,
+        activation_checkpointing=t.activation_checkpointing,
         seed=t.seed,
         progress=False,
     )
@@ -197,8 +199,11 @@ def build_parallel_model(
     sharded = config.parallel.world_size > 1 and not ddp
     with torch.device("meta"):
         model = build_model(cfg, head)
-    if sharded:
-        model = parallelize(model, mesh, config.parallel)
+    checkpointing = config.train.activation_checkpointing
+    if sharded:  # activation checkpointing goes after tensor parallelism, before FSDP2
+        model = parallelize(model, mesh, config.parallel, activation_checkpointing=checkpointing)
+    else:
+        apply_activation_checkpointing(model, checkpointing)
     model.to_empty(device=device)
     inner = unwrap(model)
     if sharded and config.train.init == "single":

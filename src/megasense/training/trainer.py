@@ -53,6 +53,9 @@ class TrainConfig:
     """Micro-batches whose gradients add up before each optimizer step."""
     bf16: bool = False
     """Run forward passes under bf16 autocast (weights and optimizer state stay fp32)."""
+    activation_checkpointing: Literal["none", "full", "selective"] = "none"
+    """Recompute activations in backward to save memory: ``full`` every transformer layer,
+    ``selective`` only each layer's attention (see ``megasense.parallel.checkpointing``)."""
     seed: int = 0
     eval_every: int | None = None
     """Evaluate every this many optimizer steps (None: at the end of each epoch)."""
@@ -81,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"schedule={self.schedule!r} is not one of cosine, linear, constant")
+        if self.activation_checkpointing not in ("none", "full", "selective"):
+            raise ValueError(
+                f"activation_checkpointing={self.activation_checkpointing!r} is not one of none, full, selective"
+            )
         if self.patience is not None and self.monitor is None:
             raise ValueError("patience needs a metric to watch: set monitor (e.g. monitor='macro_recall')")
         if self.max_steps is None and self.steps_per_epoch is None:
@@ -165,6 +172,12 @@ class Trainer:
         # Called after every optimizer step with {"step", "epoch", "loss", "lr", "grad_norm", "samples"}.
         self.on_step = on_step
         self.grad_norm: float | None = None
+        if config.activation_checkpointing != "none":
+            from megasense.parallel import unwrap
+            from megasense.parallel.checkpointing import apply_activation_checkpointing
+
+            # A no-op when the caller applied the same mode already (before sharding, as pretrain does).
+            apply_activation_checkpointing(unwrap(model), config.activation_checkpointing)
         seed_everything(config.seed)
         self.optimizer = torch.optim.AdamW(
             parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.betas
