@@ -50,3 +50,73 @@ def test_logged_lr_is_the_lr_each_step_applied(tmp_path):
     assert reported == pytest.approx(applied)
     assert logged == pytest.approx(applied)
     assert logged[-1] > 0
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> str:
+    """Random token ids below gpt-tiny's vocabulary (99), as ``megasense tokenize`` would write them."""
+    from megasense.data.indexed import IndexedDatasetWriter
+
+    rng = torch.Generator().manual_seed(0)
+    with IndexedDatasetWriter(tmp_path / "corpus") as writer:
+        for _ in range(20):
+            writer.add_document([torch.randint(0, 99, (40,), generator=rng).tolist()])
+    return str(tmp_path / "corpus")
+
+
+def _pretrain_config(prefix: str, **train):
+    from megasense.config.pretrain import PretrainConfig
+
+    data = {
+        "model": {"preset": "gpt-tiny"},
+        "data": {"prefix": prefix, "seq_length": 16},
+        "train": {"max_steps": 3, "micro_batch_size": 2, "progress": False, "device": "cpu", **train},
+    }
+    return PretrainConfig.from_dict(data, source="run.toml")
+
+
+def test_pretrain_writes_tensorboard_scalars(tiny_corpus, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from megasense.training.pretrain import pretrain
+
+    logdir = tmp_path / "tb"
+    result = pretrain(_pretrain_config(tiny_corpus, tensorboard=str(logdir), warmup_ratio=0.34, log_every=2))
+    events = list(logdir.glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s"} <= set(acc.Tags()["scalars"])
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3]
+    assert [e.value for e in loss] == pytest.approx(result.losses, rel=1e-6)
+    assert [e.value for e in acc.Scalars("train/lr")] == pytest.approx([1e-3, 1e-3, 5e-4])
+    assert [e.step for e in acc.Scalars("train/tokens_per_s")] == [1, 2, 3]  # first step, every 2nd, the last
+
+
+def test_tensorboard_without_the_package_names_the_extra(tiny_corpus, monkeypatch):
+    import builtins
+
+    from megasense.training.pretrain import pretrain
+    from megasense.training.pretrain_log import TensorBoardUnavailableError
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard" or name.startswith(("tensorboard.", "torch.utils.tensorboard")):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(TensorBoardUnavailableError, match=r"pip install 'megasense\[tensorboard\]'"):
+        pretrain(_pretrain_config(tiny_corpus, tensorboard=True))
+
+
+def test_tensorboard_option_type_is_checked():
+    from megasense.config import ConfigError
+
+    assert _pretrain_config("c", tensorboard=True).train.tensorboard is True
+    assert _pretrain_config("c", tensorboard="runs/a").train.tensorboard == "runs/a"
+    with pytest.raises(ConfigError, match=r"run\.toml: .*train\.tensorboard=3"):
+        _pretrain_config("c", tensorboard=3)

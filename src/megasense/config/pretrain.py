@@ -130,6 +130,10 @@ class TrainSection:
     metrics_path: str | None = None
     """JSONL metrics log (rank 0 only); None: none."""
 
+    tensorboard: bool | str = False
+    """TensorBoard event files (rank 0 only; needs ``pip install 'megasense[tensorboard]'``):
+    ``true`` writes under ``runs/`` (TensorBoard's default run directory), a string is the log directory."""
+
     progress: bool = True
     """A progress bar on stderr (rank 0 only)."""
 

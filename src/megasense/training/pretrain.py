@@ -162,6 +162,7 @@ def _reporter(config: PretrainConfig, model_cfg: ModelConfig, *, start: int) -> 
         metrics_path=config.train.metrics_path,
         enabled=dist.get_rank() == 0,
         progress=config.train.progress,
+        tensorboard=config.train.tensorboard,
     )
 
 

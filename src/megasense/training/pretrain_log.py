@@ -1,5 +1,9 @@
 """What a pretraining run reports on rank 0: loss, learning rate, grad norm, tokens/s and MFU.
 
+They go to a progress bar, a JSONL file and, optionally, TensorBoard event files (the
+``tensorboard`` extra; scalars ``train/loss``, ``train/lr``, ``train/grad_norm`` every step and
+``train/tokens_per_s``, ``train/mfu`` every ``log_every`` steps).
+
 MFU (model FLOPs utilisation) counts the FLOPs the model needs, not what the hardware ran
 (recomputation is not counted): ``6 N`` per token for the matrix multiplications forward and backward
 (``N`` the non-embedding parameters plus the output layer) plus ``12 L H T`` for attention scores
@@ -14,6 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from megasense.config import ModelConfig
+
+
+class TensorBoardUnavailableError(ImportError):
+    """``tensorboard`` logging was asked for but the ``tensorboard`` package is not installed."""
+
+
+def summary_writer_class() -> type:
+    """torch's ``SummaryWriter``, or an error that names the extra to install."""
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it, and says so less clearly)
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise TensorBoardUnavailableError(
+            f"train.tensorboard needs the tensorboard package, which is not installed ({exc}); "
+            "install it with: pip install 'megasense[tensorboard]'"
+        ) from None
+    return SummaryWriter
 
 
 def flops_per_token(cfg: ModelConfig, seq_length: int) -> float:
@@ -38,13 +59,19 @@ class StepReporter:
         metrics_path: str | None,
         enabled: bool,
         progress: bool,
+        tensorboard: bool | str = False,
     ) -> None:
+        """``tensorboard``: ``True`` writes event files under ``runs/`` (SummaryWriter's default
+        directory), a string under that directory; checked on every rank, written on the enabled one."""
         self.total, self.start = total, start
         self.tokens_per_step, self.flops_per_token, self.peak_flops = tokens_per_step, flops_per_token, peak_flops
         self.log_every = log_every
         self.enabled = enabled
         self.path = Path(metrics_path) if metrics_path and enabled else None
         self.show_progress = progress and enabled
+        self._writer_class = summary_writer_class() if tensorboard else None
+        self._tensorboard_dir = tensorboard if isinstance(tensorboard, str) else None
+        self._writer = None
         self._handle = None
         self._bar = None
         self._task = None
@@ -56,6 +83,8 @@ class StepReporter:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a", encoding="utf-8")
+        if self._writer_class is not None and self.enabled:
+            self._writer = self._writer_class(log_dir=self._tensorboard_dir)
         if self.show_progress:
             self._bar, self._task = _progress_bar(self.total, self.start)
             self._bar.start()
@@ -67,6 +96,13 @@ class StepReporter:
             self._bar.stop()
         if self._handle is not None:
             self._handle.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    @property
+    def tensorboard_dir(self) -> str | None:
+        """Where the event files go (None: no TensorBoard, or not this rank)."""
+        return self._writer.log_dir if self._writer is not None else None
 
     def rates(self, steps: int, seconds: float) -> dict[str, float]:
         tokens_per_s = steps * self.tokens_per_step / max(seconds, 1e-9)
@@ -86,9 +122,19 @@ class StepReporter:
         rates = self.rates(self._steps - self._mark_steps, now - self._mark)
         if self._bar is not None:
             self._bar.update(self._task, completed=record["step"], **_bar_fields(record, rates))
-        if self._steps == 1 or record["step"] % self.log_every == 0 or record["step"] == self.total:
+        logged = self._steps == 1 or record["step"] % self.log_every == 0 or record["step"] == self.total
+        self._scalars(record, rates if logged else {})
+        if logged:
             self.write({"event": "train", **record, **rates})
             self._mark, self._mark_steps = now, self._steps
+
+    def _scalars(self, record: dict[str, Any], rates: dict[str, float]) -> None:
+        if self._writer is None:
+            return
+        for key in ("loss", "lr", "grad_norm", *rates):
+            value = rates[key] if key in rates else record.get(key)
+            if value is not None:
+                self._writer.add_scalar(f"train/{key}", float(value), global_step=record["step"])
 
     def summary(self) -> dict[str, float]:
         return self.rates(self._steps, time.perf_counter() - self._began)
