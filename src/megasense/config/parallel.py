@@ -1,4 +1,4 @@
-"""How a model is spread over devices: data-parallel and tensor-parallel sizes and their options.
+"""How a model is spread over devices: pipeline-, data- and tensor-parallel sizes and their options.
 
 Like every config here this imports no torch; ``megasense.parallel`` turns it into a DeviceMesh
 and applies the model's plan. Sizes are checked against a :class:`ModelConfig` with messages that
@@ -14,11 +14,26 @@ from typing import Any, Literal
 from megasense.config.model import ConfigError, ModelConfig
 
 DataParallel = Literal["fsdp", "ddp"]
+PipelineSchedule = Literal["gpipe", "1f1b"]
 
 
 @dataclass(kw_only=True, frozen=True)
 class ParallelConfig:
-    """Sizes of the ``dp`` and ``tp`` mesh axes and how each is used; ``dp * tp`` is the world size."""
+    """Sizes of the ``pp``, ``dp`` and ``tp`` mesh axes and how each is used; ``pp * dp * tp`` is the world size."""
+
+    pp: int = 1
+    """Pipeline-parallel size (GPT decoders only): the layers are split into this many consecutive stages,
+    one per rank along ``pp``; the first stage also holds the embedding, the last the final norm and
+    output layer."""
+
+    pp_schedule: PipelineSchedule = "1f1b"
+    """With ``pp > 1``: ``gpipe`` (all forwards, then all backwards: simple, activations of every
+    micro-batch alive at once) or ``1f1b`` (one forward, one backward in the steady state: at most
+    ``pp`` micro-batches in flight)."""
+
+    microbatches: int | None = None
+    """With ``pp > 1``: micro-batches each (data-parallel) batch is cut into; ``None`` means ``pp``.
+    More micro-batches shrink the pipeline bubble, ``(pp - 1) / (microbatches + pp - 1)`` of the time."""
 
     dp: int = 1
     """Data-parallel size: replicas (DDP) or shards (FSDP2) of the model, each seeing its own batch slice."""
@@ -44,10 +59,16 @@ class ParallelConfig:
     until the backward (ZeRO-2; faster, more memory)."""
 
     def __post_init__(self) -> None:
-        for key in ("dp", "tp"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{key}={value!r} must be a positive integer")
+        for key in ("pp", "dp", "tp"):
+            _check_positive(key, getattr(self, key))
+        if self.microbatches is not None:
+            _check_positive("microbatches", self.microbatches)
+        if self.pp_schedule not in ("gpipe", "1f1b"):
+            raise ConfigError(f"pp_schedule={self.pp_schedule!r} is not one of gpipe, 1f1b")
+        if self.pp > 1 and self.pp_schedule == "1f1b" and self.num_microbatches < self.pp:
+            raise ConfigError(
+                f"pp_schedule='1f1b' needs at least pp={self.pp} micro-batches, got microbatches={self.microbatches}"
+            )
         if self.data_parallel not in ("fsdp", "ddp"):
             raise ConfigError(f"data_parallel={self.data_parallel!r} is not one of fsdp, ddp")
         if self.data_parallel == "ddp" and self.tp > 1:
@@ -55,18 +76,34 @@ class ParallelConfig:
 
     @property
     def world_size(self) -> int:
-        return self.dp * self.tp
+        return self.pp * self.dp * self.tp
+
+    @property
+    def num_microbatches(self) -> int:
+        """Micro-batches per pipeline step (``microbatches``, or ``pp`` when unset)."""
+        return self.microbatches if self.microbatches is not None else self.pp
 
     def check_world_size(self, world_size: int) -> None:
-        """The launcher started ``world_size`` processes; the mesh needs exactly ``dp * tp``."""
+        """The launcher started ``world_size`` processes; the mesh needs exactly ``pp * dp * tp``."""
         if world_size != self.world_size:
+            sizes = f"pp={self.pp} x " if self.pp > 1 else ""
             raise ConfigError(
-                f"dp={self.dp} x tp={self.tp} = {self.world_size} processes, but the job has world_size={world_size}"
+                f"{sizes}dp={self.dp} x tp={self.tp} = {self.world_size} processes, "
+                f"but the job has world_size={world_size}"
             )
 
     def check_model(self, model: ModelConfig) -> None:
-        """Refuse a tensor-parallel size that would not split ``model`` into whole heads and even shards."""
+        """Refuse sizes that would not split ``model`` into whole heads, even shards and equal stages."""
         check_tensor_parallel(model, self.tp)
+        check_pipeline_parallel(model, self.pp)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """A pipeline step cuts each rank's batch of ``batch_size`` rows into equal micro-batches."""
+        if self.pp > 1 and batch_size % self.num_microbatches:
+            raise ConfigError(
+                f"batch size {batch_size} (per data-parallel rank) is not divisible by "
+                f"microbatches={self.num_microbatches} (pp={self.pp})"
+            )
 
     def check_sequence_length(self, length: int) -> None:
         if self.sequence_parallel and self.tp > 1 and length % self.tp:
@@ -82,6 +119,22 @@ class ParallelConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown parallel config keys {unknown}; known keys are {sorted(known)}")
         return cls(**data)
+
+
+def _check_positive(key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}={value!r} must be a positive integer")
+
+
+def check_pipeline_parallel(model: ModelConfig, pp: int) -> None:
+    """Pipeline stages are whole, equal runs of decoder layers; encoders (BERT) are not pipelined here."""
+    if pp == 1:
+        return
+    name = model.name or model.arch
+    if model.arch != "gpt":
+        raise ConfigError(f"{name}: pipeline parallelism (pp={pp}) is for GPT decoders; arch={model.arch!r} needs pp=1")
+    if model.num_layers % pp:
+        raise ConfigError(f"{name}: num_layers={model.num_layers} is not divisible by pp={pp}")
 
 
 def check_tensor_parallel(model: ModelConfig, tp: int) -> None:

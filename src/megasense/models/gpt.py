@@ -26,6 +26,20 @@ GPT_TP_PLAN: dict[str, str] = {
     "output_layer": "vocab_output",
 }
 
+# Where a pipeline split cuts this model (plain data, read by megasense.parallel.pipeline): the layer
+# container, the modules only the first stage keeps and the ones only the last stage keeps. Every other
+# module (the rotary tables) is on every stage.
+GPT_PP_PLAN: dict[str, str | tuple[str, ...]] = {
+    "layers": "layers",
+    "first": ("embedding",),
+    "last": ("final_layernorm", "output_layer"),
+}
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross entropy over ``labels`` (B, T) that are not -100; logits (B, T, V)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
 
 def decoder_mask(
     attention_mask: torch.Tensor | None, query_length: int, past_length: int, device: torch.device | None = None
@@ -54,9 +68,14 @@ class GPTModel(nn.Module):
 
     ``labels[b, t]`` is the token that should follow ``input_ids[b, t]`` (already shifted, as in
     Megatron); -100 marks positions without a target.
+
+    A pipeline stage is this model with some parts set to ``None`` (parameter names stay those of the
+    whole model): without ``embedding`` it takes hidden states (B, T, H) in place of ``input_ids``;
+    without ``output_layer`` it returns them in ``hidden_states``; layers held elsewhere are ``None``.
     """
 
     tp_plan = GPT_TP_PLAN
+    pp_plan = GPT_PP_PLAN
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -79,7 +98,7 @@ class GPTModel(nn.Module):
             self.output_layer.weight = self.embedding.word_embeddings.weight
 
     def tied_parameters(self) -> dict[str, str]:
-        if self.config.tie_word_embeddings:
+        if self.config.tie_word_embeddings and self.embedding is not None and self.output_layer is not None:
             return {"output_layer.weight": "embedding.word_embeddings.weight"}
         return {}
 
@@ -120,14 +139,18 @@ class GPTModel(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device)
         mask = decoder_mask(attention_mask, T, past, input_ids.device)
-        x = self.embedding(input_ids, position_ids=position_ids if self.rotary is None else None)  # (B, T, H)
+        if self.embedding is not None:
+            x = self.embedding(input_ids, position_ids=position_ids if self.rotary is None else None)  # (B, T, H)
+        else:
+            x = input_ids  # (B, T, H): a later pipeline stage takes the previous stage's hidden states
         rotary = self.rotary(position_ids) if self.rotary is not None else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, rotary, kv_cache, i)
+            if layer is not None:  # None: the layer lives on another pipeline stage
+                x = layer(x, mask, rotary, kv_cache, i)
         if kv_cache is not None:
             kv_cache.advance(T)
+        if self.output_layer is None:
+            return CausalLMOutput(logits=None, hidden_states=x)
         logits = self.output_layer(self.final_layernorm(x))  # (B, T, V_padded)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
         return CausalLMOutput(logits=logits, loss=loss)

@@ -41,7 +41,11 @@ class MaskedLMOutput:
 
 @dataclass
 class CausalLMOutput:
-    logits: torch.Tensor
-    """(B, T, padded_vocab) next-token scores; columns past ``vocab_size`` are Megatron's padding."""
+    logits: torch.Tensor | None
+    """(B, T, padded_vocab) next-token scores; columns past ``vocab_size`` are Megatron's padding.
+    ``None`` only from a pipeline stage that does not hold the output layer (see ``hidden_states``)."""
     loss: torch.Tensor | None = None
     """Mean cross-entropy over labels that are not -100."""
+    hidden_states: torch.Tensor | None = None
+    """(B, T, H) residual stream after this model's last layer, set only by a pipeline stage without
+    the output layer: it is what the next stage takes instead of token ids."""

@@ -1,8 +1,9 @@
-"""Parallelism applied from outside the model: a ``(dp, tp)`` mesh, tensor/sequence plans, FSDP2 or DDP.
+"""Parallelism applied from outside the model: a ``(pp, dp, tp)`` mesh, pipeline stages, TP/SP plans, FSDP2 or DDP.
 
 Models declare their tensor-parallel plan as data (``model.tp_plan``); this package turns it into
 PyTorch's own ``ColwiseParallel`` / ``RowwiseParallel`` / ``SequenceParallel`` over the ``tp``
-sub-mesh and ``fully_shard`` over ``dp``. It never names a model class.
+sub-mesh and ``fully_shard`` over ``dp``; ``model.pp_plan`` says where a decoder may be cut into pipeline
+stages along ``pp``. It never names a model class.
 """
 
 from megasense.config.parallel import ParallelConfig, check_tensor_parallel
@@ -16,6 +17,7 @@ from megasense.parallel.data import (
     unwrap,
 )
 from megasense.parallel.mesh import MESH_DIMS, build_mesh, mesh_size, sub_mesh
+from megasense.parallel.pipeline import Pipeline, build_pipeline, split_stage
 from megasense.parallel.plan import STYLES, PlanError, block_container, match_plan, tied_parameters
 from megasense.parallel.tensor import apply_tensor_parallel, loss_parallel_context
 
@@ -23,12 +25,14 @@ __all__ = [
     "MESH_DIMS",
     "STYLES",
     "ParallelConfig",
+    "Pipeline",
     "PlanError",
     "apply_ddp",
     "apply_fsdp",
     "apply_tensor_parallel",
     "block_container",
     "build_mesh",
+    "build_pipeline",
     "check_tensor_parallel",
     "clip_grad_norm_",
     "full_state_dict",
@@ -38,6 +42,7 @@ __all__ = [
     "match_plan",
     "mesh_size",
     "parallelize",
+    "split_stage",
     "sub_mesh",
     "tied_parameters",
     "unwrap",

@@ -1,9 +1,11 @@
-"""The device mesh: the job's processes arranged as a ``(dp, tp)`` grid with named axes.
+"""The device mesh: the job's processes arranged as a ``(pp, dp, tp)`` grid with named axes.
 
 The mesh is built once from a :class:`ParallelConfig` and passed explicitly to everything that
 shards (no global process groups). ``mesh["tp"]`` is the 1-D sub-mesh a tensor-parallel group
-shares, ``mesh["dp"]`` the one a data-parallel group shares; ``tp`` is the inner (fastest-varying)
-axis so that a tensor-parallel group sits on neighbouring ranks, usually one node.
+shares, ``mesh["dp"]`` the one a data-parallel group shares, ``mesh["pp"]`` the ranks that hold
+consecutive pipeline stages of one model replica. ``tp`` is the inner (fastest-varying) axis so that
+a tensor-parallel group sits on neighbouring ranks, usually one node; ``pp`` is the outer one, since
+pipeline stages exchange only activations. ``pp`` is 1 unless a config asks for more.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from megasense.config.parallel import ParallelConfig
 
-MESH_DIMS = ("dp", "tp")
+MESH_DIMS = ("pp", "dp", "tp")
 
 
 def default_device_type() -> str:
@@ -23,9 +25,9 @@ def default_device_type() -> str:
 
 
 def build_mesh(config: ParallelConfig, *, device_type: str | None = None) -> DeviceMesh:
-    """A 2-D mesh ``(dp, tp)`` over the already initialised default process group.
+    """A 3-D mesh ``(pp, dp, tp)`` over the already initialised default process group.
 
-    Raises ``ConfigError`` naming the sizes when ``dp * tp`` differs from the world size.
+    Raises ``ConfigError`` naming the sizes when ``pp * dp * tp`` differs from the world size.
     """
     if not dist.is_initialized():
         raise RuntimeError(
@@ -34,7 +36,7 @@ def build_mesh(config: ParallelConfig, *, device_type: str | None = None) -> Dev
         )
     config.check_world_size(dist.get_world_size())
     device_type = device_type or default_device_type()
-    return init_device_mesh(device_type, (config.dp, config.tp), mesh_dim_names=MESH_DIMS)
+    return init_device_mesh(device_type, (config.pp, config.dp, config.tp), mesh_dim_names=MESH_DIMS)
 
 
 def mesh_size(mesh: DeviceMesh, dim: str) -> int:

@@ -1,0 +1,173 @@
+"""Pipeline parallelism: pp=2 (GPipe and 1F1B, tied and untied embeddings) trains exactly like pp=1.
+
+The distributed scenarios share one pair of spawned gloo processes. Each trains a two-stage
+pipeline and a single-device reference from the same initial weights for a few SGD steps with
+gradient clipping, then reports the largest differences of loss, gradient norm, gradients and
+parameters (each rank compares the parameters its stage holds, under the unsplit model's names).
+"""
+
+from __future__ import annotations
+
+import copy
+import traceback
+
+import pytest
+import torch
+
+from megasense.config import ConfigError
+from megasense.config.parallel import ParallelConfig
+from megasense.config.presets import bert_tiny, gpt_tiny, llama_tiny
+from megasense.models import build_model
+from megasense.models.gpt import causal_lm_loss
+from megasense.parallel import build_mesh
+from megasense.parallel.launch import run_distributed
+from megasense.parallel.pipeline import bubble_fraction, build_pipeline, split_stage, stage_layers
+
+TOL = 1e-5
+STEPS, BATCH, SEQ, LR, MAX_NORM = 3, 4, 8, 0.5, 0.5
+
+SCENARIOS: dict[str, tuple[str, dict]] = {
+    "gpipe_gpt_tied": ("gpt", dict(pp=2, pp_schedule="gpipe")),
+    "1f1b_gpt_tied": ("gpt", dict(pp=2, pp_schedule="1f1b", microbatches=4)),
+    "1f1b_llama": ("llama", dict(pp=2, pp_schedule="1f1b")),
+    "gpipe_llama_4_layers": ("llama4", dict(pp=2, pp_schedule="gpipe", microbatches=4)),
+}
+
+
+def _model_config(kind: str):
+    cfg = {"gpt": gpt_tiny, "llama": llama_tiny, "llama4": llama_tiny}[kind]()
+    cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
+    return cfg.replace(num_layers=4) if kind == "llama4" else cfg
+
+
+def _batch(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(0, cfg.vocab_size, (BATCH, SEQ), generator=gen)
+    labels = torch.randint(0, cfg.vocab_size, (BATCH, SEQ), generator=gen)
+    labels[:, ::4] = -100  # the same number of targets per row, so micro-batch means average to the batch mean
+    return input_ids, labels
+
+
+def _scenario(rank: int, kind: str, options: dict) -> dict:
+    from megasense.parallel import clip_grad_norm_
+
+    config = ParallelConfig(**options)
+    cfg = _model_config(kind)
+    torch.manual_seed(0)
+    reference = build_model(cfg)
+    reference.init_weights()
+    initial = {k: v.clone() for k, v in reference.state_dict().items()}
+    mesh = build_mesh(config, device_type="cpu")
+    pipe = build_pipeline(copy.deepcopy(reference), mesh, config, causal_lm_loss)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=LR)
+    opt = torch.optim.SGD(pipe.module.parameters(), lr=LR)
+    ref_params = dict(reference.named_parameters(remove_duplicate=False))
+    input_ids, labels = _batch(cfg)
+    diffs = {"loss": 0.0, "norm": 0.0, "grad": 0.0, "min_norm": float("inf")}
+    for _ in range(STEPS):
+        ref_opt.zero_grad()
+        ref_loss = reference(input_ids, labels=labels).loss
+        ref_loss.backward()
+        opt.zero_grad()
+        loss = pipe.step(input_ids, labels)
+        grads = {n: p.grad.clone() for n, p in pipe.module.named_parameters(remove_duplicate=False)}
+        diffs["grad"] = max(diffs["grad"], *((g - ref_params[n].grad).abs().max().item() for n, g in grads.items()))
+        ref_norm = clip_grad_norm_(reference.parameters(), MAX_NORM)
+        norm = pipe.clip_grad_norm_(MAX_NORM)
+        ref_opt.step()
+        opt.step()
+        diffs["loss"] = max(diffs["loss"], abs(loss.item() - ref_loss.item()))
+        diffs["norm"] = max(diffs["norm"], abs(norm.item() - ref_norm.item()))
+        diffs["min_norm"] = min(diffs["min_norm"], ref_norm.item())
+    state, expected = pipe.module.state_dict(), reference.state_dict()
+    diffs["param"] = max((v - expected[k]).abs().max().item() for k, v in state.items())
+    diffs["moved"] = max((expected[k] - initial[k]).abs().max().item() for k in state)
+    diffs["keys"] = sorted(state)
+    diffs["layers"] = list(pipe.split.layers)
+    return diffs
+
+
+def _all_scenarios(rank: int, world_size: int) -> dict:
+    results: dict = {}
+    for name, (kind, options) in SCENARIOS.items():
+        try:
+            results[name] = _scenario(rank, kind, options)
+        except Exception:
+            results[name] = traceback.format_exc()
+    return results
+
+
+@pytest.fixture(scope="module")
+def results() -> list[dict]:
+    return run_distributed(_all_scenarios, world_size=2, timeout=240)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_pp2_matches_pp1(results, name):
+    kind, _ = SCENARIOS[name]
+    per_rank = [r[name] for r in results]
+    for rank, got in enumerate(per_rank):
+        assert isinstance(got, dict), f"{name} failed on rank {rank}:\n{got}"
+        assert got["min_norm"] > MAX_NORM, "the test must exercise clipping"
+        assert got["moved"] > 1e-3, "the SGD steps must change the parameters"
+        for key in ("loss", "norm", "grad", "param"):
+            assert got[key] < TOL, f"{name} rank {rank}: {key} differs by {got[key]:.3g} from pp=1"
+    # The stages split the layers evenly and together hold every tensor of the whole model, by its own name.
+    cfg = _model_config(kind)
+    half = cfg.num_layers // 2
+    assert [got["layers"] for got in per_rank] == [list(range(half)), list(range(half, cfg.num_layers))]
+    first, last = (set(got["keys"]) for got in per_rank)
+    assert first | last == set(build_model(cfg).state_dict())
+    assert not first & last
+    assert "embedding.word_embeddings.weight" in first and "output_layer.weight" in last
+
+
+def test_split_stages_chain_to_the_whole_model():
+    torch.manual_seed(0)
+    model = build_model(_model_config("gpt"))
+    model.init_weights()
+    stages = [copy.deepcopy(model) for _ in range(2)]
+    splits = [split_stage(stage, stage=i, num_stages=2) for i, stage in enumerate(stages)]
+    ids = torch.randint(0, 99, (2, 8))
+    hidden = stages[0](ids)
+    assert hidden.logits is None and hidden.hidden_states.shape == (2, 8, 32)
+    torch.testing.assert_close(stages[1](hidden.hidden_states).logits, model(ids).logits, rtol=0, atol=0)
+    # The tied word embedding is spread over both stages: embedding on the first, output layer on the last.
+    assert splits[0].shared == {"embedding.word_embeddings.weight": "embedding.word_embeddings.weight"}
+    assert splits[1].shared == {"output_layer.weight": "embedding.word_embeddings.weight"}
+    assert stages[0].layers[1] is None and stages[1].embedding is None and stages[0].output_layer is None
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "message"),
+    [
+        (gpt_tiny(), dict(pp=3, pp_schedule="gpipe"), "gpt-tiny: num_layers=2 is not divisible by pp=3"),
+        (llama_tiny().replace(num_layers=6), dict(pp=4), "llama-tiny: num_layers=6 is not divisible by pp=4"),
+        (bert_tiny(), dict(pp=2), "bert-tiny: pipeline parallelism (pp=2) is for GPT decoders; arch='bert' needs pp=1"),
+    ],
+)
+def test_layer_counts_that_do_not_divide_by_pp_are_named(model, options, message):
+    with pytest.raises(ConfigError) as err:
+        ParallelConfig(**options).check_model(model)
+    assert str(err.value) == message
+
+
+def test_pipeline_options_are_checked_with_numbers():
+    with pytest.raises(ConfigError, match=r"^pp_schedule=.1f1b. needs at least pp=4 micro-batches, got microbatches=2"):
+        ParallelConfig(pp=4, microbatches=2)
+    with pytest.raises(ConfigError, match=r"^pp_schedule='zb' is not one of gpipe, 1f1b$"):
+        ParallelConfig(pp=2, pp_schedule="zb")
+    with pytest.raises(ConfigError, match=r"^microbatches=0 must be a positive integer$"):
+        ParallelConfig(pp=2, microbatches=0)
+    config = ParallelConfig(pp=2, dp=2, microbatches=3, pp_schedule="gpipe")
+    assert config.world_size == 4 and config.num_microbatches == 3
+    assert ParallelConfig(pp=2).num_microbatches == 2
+    with pytest.raises(ConfigError, match=r"^pp=2 x dp=2 x tp=1 = 4 processes, but the job has world_size=2$"):
+        config.check_world_size(2)
+    with pytest.raises(ConfigError, match=r"^batch size 4 \(per data-parallel rank\) is not divisible by micro"):
+        config.check_batch_size(4)
+    with pytest.raises(ConfigError, match=r"^num_layers=6 is not divisible by pp=4$"):
+        stage_layers(6, 4, 0)
+    assert stage_layers(8, 4, 2) == range(4, 6)
+    assert bubble_fraction(4, 12) == pytest.approx(3 / 15) and bubble_fraction(1, 4) == 0.0
