@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from megasense.cli.errors import user_errors
@@ -28,7 +29,8 @@ TextCol = Annotated[str, typer.Option(help="Column that holds the text.")]
 PrecisionOpt = Annotated[
     str,
     typer.Option(
-        help="auto (the fastest at fp32's accuracy on this machine), fp32, bf16 (autocast) or int8 (CPU, per-channel)."
+        help="auto (the fastest at fp32's accuracy on this machine), fp32, bf16 (autocast), int8 (CPU, per-channel), "
+        "onnx or onnx-int8 (ONNX Runtime on the CPU, per-channel int8; needs megasense[onnx])."
     ),
 ]
 LabelsOpt = Annotated[
@@ -43,6 +45,15 @@ def _count_rows(path: Path) -> int | None:
         return sum(len(c.frame[c.frame.columns[0]]) for c in read_chunks(path, chunk_rows=65536))
     except Exception:  # the real read that follows reports the problem properly
         return None
+
+
+def _load_predictor(model: str, **options):
+    from megasense.inference.sentiment import load_predictor
+
+    try:
+        return load_predictor(model, **options)
+    except ImportError as exc:  # an optional extra (onnx) is missing; the message names it
+        raise ValueError(escape(str(exc))) from None  # escaped: rich would eat "[onnx]" as markup
 
 
 def predict(
@@ -67,12 +78,14 @@ def predict(
       megasense predict posts.jsonl --model sentiment-multilingual
     """
     from megasense.data.tables import check_readable
-    from megasense.inference.sentiment import load_predictor, predict_file
+    from megasense.inference.sentiment import predict_file
     from megasense.tasks.labels import parse_label_subset
 
     with user_errors():
         check_readable(input)
-        predictor = load_predictor(model, labels=parse_label_subset(labels), max_length=max_length, precision=precision)
+        predictor = _load_predictor(
+            model, labels=parse_label_subset(labels), max_length=max_length, precision=precision
+        )
         total = _count_rows(input) if progress else None
         with progress_bar("predicting", total, enabled=progress) as advance:
             summary = predict_file(
@@ -140,12 +153,12 @@ def evaluate(
     """
     from megasense.checkpoints.atomic import atomic_file
     from megasense.data.tables import check_readable
-    from megasense.inference.sentiment import evaluate_file, load_predictor
+    from megasense.inference.sentiment import evaluate_file
     from megasense.tasks.labels import parse_label_subset
 
     with user_errors():
         check_readable(input)
-        predictor = load_predictor(model, precision=precision)
+        predictor = _load_predictor(model, precision=precision)
         with progress_bar("evaluating", _count_rows(input) if progress else None, enabled=progress) as advance:
             result = evaluate_file(
                 predictor,

@@ -8,7 +8,8 @@ predictions by more than the accuracy budget allows, so it is offered but never 
 
 int8 uses torch's own ``quantize_dynamic`` with the per-channel qconfig (per-tensor int8, the default of
 torch and ONNX Runtime, visibly distorts MiniLM); it quantizes a copy of the merged (base+LoRA) model in
-memory and writes nothing to disk.
+memory and writes nothing to disk. ``onnx`` and ``onnx-int8`` run the model in ONNX Runtime instead (see
+``inference.onnx_backend``): exported once, cached under ``$MEGASENSE_HOME/onnx``, needs ``megasense[onnx]``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import warnings
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "onnx", "onnx-int8")
+CPU_ONLY = ("int8", "onnx", "onnx-int8")
 
 
 def check_precision(precision: str) -> str:
@@ -44,10 +46,14 @@ def bf16_is_fast() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """The concrete precision (fp32, bf16 or int8) that ``precision`` means on ``device``."""
+    """The concrete precision (fp32, bf16, int8, onnx or onnx-int8) that ``precision`` means on ``device``."""
     check_precision(precision)
-    if precision == "int8" and torch.device(device).type != "cpu":
-        raise ValueError(f"precision 'int8' runs on the CPU only, not on {device}; use bf16 or fp32")
+    if precision in CPU_ONLY and torch.device(device).type != "cpu":
+        raise ValueError(f"precision {precision!r} runs on the CPU only, not on {device}; use bf16 or fp32")
+    if precision.startswith("onnx"):
+        from megasense.inference.onnx_backend import require_onnxruntime
+
+        require_onnxruntime()
     if precision != "auto":
         return precision
     return "bf16" if bf16_is_fast() else "fp32"
@@ -87,4 +93,8 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
         return Autocast(model)
     if precision == "int8":
         return quantize_int8(model)
-    raise ValueError(f"with_precision needs fp32, bf16 or int8, not {precision!r}")
+    if precision in ("onnx", "onnx-int8"):
+        from megasense.inference.onnx_backend import onnx_model
+
+        return onnx_model(model, precision)
+    raise ValueError(f"with_precision needs fp32, bf16, int8, onnx or onnx-int8, not {precision!r}")

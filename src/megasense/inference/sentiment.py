@@ -76,7 +76,7 @@ class SentimentClassifier:
 
     @property
     def precision(self) -> str:
-        """The concrete precision the model runs at: fp32, bf16 or int8."""
+        """The concrete precision the model runs at: fp32, bf16, int8, onnx or onnx-int8."""
         return self.engine.precision
 
     @property
@@ -361,7 +361,8 @@ def sentiment(
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """``{"label", "score", "probs", "chunks"}`` for a text, or a list of them for a list of texts.
 
-    ``precision`` is ``"auto"`` (the fastest at fp32's accuracy on this machine), fp32, bf16 or int8.
+    ``precision`` is ``"auto"`` (the fastest at fp32's accuracy on this machine), fp32, bf16, int8, or
+    onnx / onnx-int8 (ONNX Runtime; needs ``megasense[onnx]``).
 
     >>> megasense.sentiment(["The staff were lovely", "房间太小了"])  # doctest: +SKIP
     """
