@@ -1,13 +1,15 @@
-"""Sentiment prediction throughput on CPU, end to end (read CSV, tokenize, predict, write CSV).
+"""Sentiment prediction throughput on CPU, end to end (read CSV, tokenize, predict, write CSV), per precision.
 
-Baseline and ours in the same run, each in its own subprocess so peak memory is measured separately:
+Baseline and ours in the same run, each row in its own subprocess so peak memory is measured separately:
 
 - hf: transformers' ``pipeline("text-classification")`` with the same weights (sentiment-en exported to
   a transformers BertForSequenceClassification), batch size 32, texts in file order, fp32.
-- ours: ``megasense.inference.sentiment.predict_file`` (length-sorted batches, bf16 autocast where the
-  CPU has native bf16, long texts chunked).
+- fp32, int8, onnx, onnx-int8: ``megasense.inference.sentiment.predict_file`` (length-sorted batches, long
+  texts chunked) at that precision: torch fp32, torch per-channel dynamic int8, ONNX Runtime fp32 and ONNX
+  Runtime per-channel dynamic int8 (the ONNX files are exported before the timed run and cached).
 
-Also checks accuracy: sentiment-en in fp32 and in the fast path on the tweets validation split.
+Each row also reports accuracy at its precision: tweets-sentiment-en val macro recall (2,000 rows) and
+sst2 dev binary accuracy (872 rows); ``--multilingual`` adds sentiment-multilingual on chnsenticorp dev.
 
     .venv/bin/python benchmarks/predict_throughput.py --n 10000
 """
@@ -37,17 +39,41 @@ def make_input(path: Path, n: int) -> None:
             writer.writerow([i, texts[i % len(texts)]])
 
 
-def run_ours(src: Path, out: Path, threads: int) -> dict:
+PRECISIONS = ("fp32", "int8", "onnx", "onnx-int8")
+ACCURACY_SETS = (
+    ("tweets val macro recall", "tweets-sentiment-en/val.csv", "macro_recall"),
+    ("sst2 dev acc", "sst2/dev.csv", "accuracy"),
+)
+
+
+def run_ours(src: Path, out: Path, threads: int, precision: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     from megasense.inference.sentiment import load_predictor, predict_file
 
-    predictor = load_predictor("sentiment-en")
+    predictor = load_predictor("sentiment-en", precision=precision)  # onnx: exported (or read from cache) here
     predict_file(predictor, src, out.with_suffix(".warm.csv"), chunk_rows=64)  # warm-up on a copy
     start = time.perf_counter()
     summary = predict_file(predictor, src, out)
-    return {"seconds": time.perf_counter() - start, "rows": summary.rows, "bf16": predictor.bf16}
+    return {"seconds": time.perf_counter() - start, "rows": summary.rows, "predictor": predictor}
+
+
+def accuracy(predictor, sets=ACCURACY_SETS) -> dict:
+    from megasense.inference.sentiment import evaluate_file
+
+    # sst2 has only negative/positive gold labels, so evaluate_file restricts predictions to those two.
+    return {name: evaluate_file(predictor, SHARED_DATA / rel, baseline=False)[key] for name, rel, key in sets}
+
+
+def multilingual_accuracy(threads: int, precision: str) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from megasense.inference.sentiment import load_predictor
+
+    predictor = load_predictor("sentiment-multilingual", precision=precision)
+    return accuracy(predictor, (("chnsenticorp dev acc", "chnsenticorp/dev.csv", "accuracy"),))
 
 
 def hf_pipeline(threads: int):
@@ -85,70 +111,72 @@ def run_hf(src: Path, out: Path, threads: int) -> dict:
     return {"seconds": time.perf_counter() - start, "rows": len(rows)}
 
 
-def accuracy(threads: int) -> dict:
-    import torch
-
-    torch.set_num_threads(threads)
-    from megasense.checkpoints.loading import load_model
-    from megasense.inference.sentiment import SentimentClassifier, evaluate_file
-
-    loaded = load_model("sentiment-en")
-    data = SHARED_DATA / "tweets-sentiment-en" / "val.csv"
-    out = {}
-    for name, bf16 in (("fp32", False), ("bf16", True)):
-        report = evaluate_file(SentimentClassifier(loaded, bf16=bf16), data, baseline=False)
-        out[name] = {"accuracy": report["accuracy"], "macro_recall": report["macro_recall"]}
-    return out
-
-
 def child(args) -> None:
     src, out = Path(args.src), Path(args.out)
-    result = {"ours": run_ours, "hf": run_hf}[args.child](src, out, args.threads)
-    result["peak_rss_mb"] = peak_rss_mb()
+    if args.child == "multilingual":
+        print(json.dumps(multilingual_accuracy(args.threads, args.precision)))
+        return
+    if args.child == "hf":
+        result = run_hf(src, out, args.threads)
+        result["peak_rss_mb"] = peak_rss_mb()
+    else:
+        result = run_ours(src, out, args.threads, args.precision)
+        result["peak_rss_mb"] = peak_rss_mb()  # before the accuracy runs, which read other files
+        predictor = result.pop("predictor")
+        result["precision"] = predictor.precision
+        if not args.skip_accuracy:
+            result["accuracy"] = accuracy(predictor)
     print(json.dumps(result))
+
+
+def _run_child(which: str, src: Path, tmp: str, args, precision: str = "fp32") -> dict:
+    cmd = [sys.executable, __file__, "--child", which, "--src", str(src), "--out", str(Path(tmp) / f"{which}.csv")]
+    cmd += ["--threads", str(args.threads), "--precision", precision]
+    if args.skip_accuracy:
+        cmd.append("--skip-accuracy")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{which} {precision} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _row(name: str, r: dict, base: float) -> str:
+    rate = r["rows"] / r["seconds"]
+    acc = r.get("accuracy") or {}
+    cells = "  ".join(f"{acc[n]:.4f}" if n in acc else "     -" for n, _, _ in ACCURACY_SETS)
+    return f"{name:10s} {rate:8.1f} {rate / base:6.2f}x {r['peak_rss_mb']:9.0f}   {cells}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated; hf always runs")
     parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--child", choices=["ours", "hf"])
+    parser.add_argument("--multilingual", action="store_true", help="also chnsenticorp dev: fp32 vs onnx-int8")
+    parser.add_argument("--child", choices=["ours", "hf", "multilingual"])
+    parser.add_argument("--precision", default="fp32")
     parser.add_argument("--src")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.child:
         child(args)
         return
+    print(f"{args.n} texts, {args.threads} threads; texts/s end to end, ratio to hf, peak RSS (MB), accuracy")
+    header = "  ".join(name for name, _, _ in ACCURACY_SETS)
+    print(f"{'row':10s} {'texts/s':>8s} {'ratio':>7s} {'RSS MB':>9s}   {header}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "posts.csv"
         make_input(src, args.n)
-        results = {}
-        for which in ("hf", "ours"):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                which,
-                "--src",
-                str(src),
-                "--out",
-                str(Path(tmp) / f"{which}.csv"),
-            ]
-            proc = subprocess.run([*cmd, "--threads", str(args.threads)], capture_output=True, text=True, check=True)
-            results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
-            r = results[which]
-            print(f"{which:5s} {r['rows'] / r['seconds']:8.1f} texts/s  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    ratio = (results["ours"]["rows"] / results["ours"]["seconds"]) / (results["hf"]["rows"] / results["hf"]["seconds"])
-    print(f"ratio ours/hf: {ratio:.2f}x on {args.n} texts, {args.threads} threads")
-    if not args.skip_accuracy:
-        acc = accuracy(args.threads)
-        gap = 100 * (acc["bf16"]["accuracy"] - acc["fp32"]["accuracy"])
-        print(
-            f"tweets val accuracy fp32 {acc['fp32']['accuracy']:.4f}, bf16 {acc['bf16']['accuracy']:.4f} "
-            f"({gap:+.2f} points); macro recall fp32 {acc['fp32']['macro_recall']:.4f}, "
-            f"bf16 {acc['bf16']['macro_recall']:.4f}"
-        )
+        hf = _run_child("hf", src, tmp, args)
+        base = hf["rows"] / hf["seconds"]
+        print(_row("hf", hf, base), flush=True)
+        for precision in args.precisions.split(","):
+            print(_row(precision, _run_child("ours", src, tmp, args, precision), base), flush=True)
+        if args.multilingual:
+            for precision in ("fp32", "onnx-int8"):
+                acc = _run_child("multilingual", src, tmp, args, precision)
+                print(f"sentiment-multilingual {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
 
 
 if __name__ == "__main__":
