@@ -7,13 +7,22 @@ sentiment scorer (``megasense.inference.sentiment``'s predictors fit), so tests 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 POLARITY = {"positive": 1.0, "neutral": 0.0, "negative": -1.0}
+
+Progress = Callable[[str, int | None], contextlib.AbstractContextManager[Callable[[int], None]]]
+"""``progress(description, total)``: a context manager yielding ``advance(n)``; total None when unknown."""
+
+
+@contextlib.contextmanager
+def no_progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None
 
 
 @runtime_checkable

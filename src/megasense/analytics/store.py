@@ -77,14 +77,14 @@ def write_tables(directory: Path, tables: dict[str, pd.DataFrame]) -> None:
     (directory / PARQUET).mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(directory / DATABASE)) as con:
         for name, frame in tables.items():
-            frame = _storable(frame)
+            frame = storable(frame)
             con.register("frame_view", frame)
             con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM frame_view')
             con.unregister("frame_view")
             con.execute(f"COPY \"{name}\" TO '{directory / PARQUET / (name + '.parquet')}' (FORMAT parquet)")
 
 
-def _storable(frame: pd.DataFrame) -> pd.DataFrame:
+def storable(frame: pd.DataFrame) -> pd.DataFrame:
     """Object columns as strings (lists stay lists) so DuckDB and Parquet get one type per column."""
     out = frame.copy()
     for column in out.columns:
@@ -93,6 +93,65 @@ def _storable(frame: pd.DataFrame) -> pd.DataFrame:
             if not isinstance(sample, list | tuple | dict):
                 out[column] = out[column].map(lambda v: None if v is None or v != v else str(v)).astype("string")
     return out
+
+
+def connect(path: Path, *, read_only: bool = False):
+    return _duckdb().connect(str(path), read_only=read_only)
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def append_rows(con, table: str, frame: pd.DataFrame, *, where: str) -> None:
+    """Add ``frame`` to ``table`` (created by the first call) by column name; new columns are added."""
+    duckdb = _duckdb()
+    con.register("chunk_view", frame)
+    try:
+        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0]
+        if not exists:
+            con.execute(f"CREATE TABLE {quote(table)} AS SELECT * FROM chunk_view")
+            return
+        have = {r[0] for r in con.execute(f"DESCRIBE {quote(table)}").fetchall()}
+        for name, kind, *_ in con.execute("DESCRIBE chunk_view").fetchall():
+            if name not in have:
+                con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {kind}")
+        con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM chunk_view")
+    except duckdb.Error as exc:
+        raise ValueError(f"{where}: a column's values do not fit the type of the rows before them ({exc})") from None
+    finally:
+        con.unregister("chunk_view")
+
+
+def write_documents(con, directory: Path, results: pd.DataFrame, input_table: str) -> None:
+    """``documents`` in ``directory``'s database and Parquet: the rows of ``input_table`` joined to ``results``.
+
+    ``results`` holds, per doc_id, the columns computed over the whole corpus (time_utc, period,
+    topic, topic_label, has_words); the input's columns come from ``input_table`` without ever being
+    in memory all at once.
+    """
+    fixed = ("doc_id", "batch", "row", "sentiment", "score", "polarity")
+    columns = [r[0] for r in con.execute(f"DESCRIBE {quote(input_table)}").fetchall()]
+    own = [c for c in columns if c not in fixed]
+    select = [f"i.{quote(c)}" for c in ("doc_id", "batch", "row", *own)]
+    select += ["r.time_utc", "r.period", "i.sentiment", "i.score", "i.polarity", "r.topic", "r.topic_label"]
+    select += ["r.has_words"]
+    (directory / PARQUET).mkdir(parents=True, exist_ok=True)
+    con.register("results_view", results)
+    try:
+        con.execute(f"ATTACH {literal(directory / DATABASE)} AS analysis")
+        con.execute(
+            f"CREATE TABLE analysis.documents AS SELECT {', '.join(select)} FROM {quote(input_table)} i "
+            "JOIN results_view r USING (doc_id) ORDER BY doc_id"
+        )
+        con.execute(f"COPY analysis.documents TO {literal(directory / PARQUET / 'documents.parquet')} (FORMAT parquet)")
+    finally:
+        con.execute("DETACH DATABASE IF EXISTS analysis")
+        con.unregister("results_view")
+
+
+def literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def read_table(directory: Path, name: str) -> pd.DataFrame:

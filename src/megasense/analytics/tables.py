@@ -7,94 +7,50 @@ the analysis adds is kept as ``input_<name>``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from megasense.analytics.represent import key_phrases
-from megasense.analytics.timeseries import ParsedTimes, build_timeseries, choose_freq, period_start
-from megasense.data.tables import TableError, read_chunks, require_column
+from megasense.analytics.timeseries import build_timeseries, choose_freq, period_start
 
 ADDED = ("doc_id", "batch", "row", "time_utc", "period", "sentiment", "score", "polarity", "topic", "topic_label")
 ADDED += ("has_words",)
 
 
-def read_input(source: Path, text_col: str, time_col: str | None, group_col: str | None):
-    """(frame, file row numbers) of the whole input; the named columns must exist."""
-    frames, rows = [], []
-    for chunk in read_chunks(source):
-        require_column(chunk.frame, text_col, source)
-        if time_col:
-            require_column(chunk.frame, time_col, source, option="--time-col")
-        if group_col:
-            require_column(chunk.frame, group_col, source, option="--group-col")
-        frames.append(chunk.frame)
-        rows.append(np.arange(chunk.first_row, chunk.first_row + len(chunk.frame)))
-    if not frames:
-        raise TableError(f"{source}: the file has a header but no rows")
-    frame = pd.concat(frames, ignore_index=True)
-    return frame, np.concatenate(rows)
-
-
-def _input_columns(frame: pd.DataFrame) -> pd.DataFrame:
+def input_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The input's own columns, one whose name clashes with an added column kept as ``input_<name>``."""
     return frame.rename(columns={c: f"input_{c}" for c in frame.columns if c in ADDED})
 
 
-def build_tables(frame, rows, texts, times: ParsedTimes | None, sentiment, topics, model, opts, *, old=None):
-    """(tables by name, facts for the summary) over the old documents (when appending) and the new ones."""
-    labels, scores, polarity = sentiment
-    warnings: list[str] = []
-    first_id = 0 if old is None else int(old["doc_id"].max()) + 1
-    batch = 0 if old is None else int(old["batch"].max()) + 1
-    new = _input_columns(frame.reset_index(drop=True))
-    text_col = opts.text_col if opts.text_col in new else f"input_{opts.text_col}"
-    new.insert(0, "doc_id", np.arange(first_id, first_id + len(new), dtype=np.int64))
-    new.insert(1, "batch", batch)
-    new.insert(2, "row", rows.astype(np.int64))
-    new["time_utc"] = times.times.dt.tz_convert("UTC").dt.tz_localize(None) if times is not None else pd.NaT
-    new["sentiment"] = pd.Series(labels, dtype="string")
-    new["score"], new["polarity"], new["topic"] = scores, polarity, topics.astype(np.int64)
-    X_new = _terms(model, texts, fitted=old is None)
-    new["has_words"] = np.asarray(X_new.sum(axis=1)).ravel() > 0
-    docs = new if old is None else pd.concat([old.drop(columns=["period", "topic_label"]), new], ignore_index=True)
+def build_tables(new: pd.DataFrame, X_new, model, opts, *, old: pd.DataFrame | None = None, X_old=None):
+    """(tables by name, per-document results, facts for the summary) over the old documents and the new ones.
+
+    ``new`` and ``old`` hold the small columns of each document (doc_id, batch, row, time_utc,
+    sentiment, score, polarity, topic, has_words and the group column), never the texts; ``X_new``
+    and ``X_old`` their (documents, terms) counts, for key phrases.
+    """
+    docs = new if old is None else pd.concat([old, new], ignore_index=True)
     docs["time_utc"] = pd.to_datetime(docs["time_utc"])
-    freq = opts.freq or (choose_freq(docs["time_utc"].dt.tz_localize("UTC")) if times is not None else None)
+    timed = opts.time_col is not None
+    freq = opts.freq or (choose_freq(docs["time_utc"].dt.tz_localize("UTC")) if timed else None)
     docs["period"] = period_start(docs["time_utc"].dt.tz_localize("UTC"), freq) if freq else pd.NaT
     names = {t.id: t.label for t in model.topics_}
     docs["topic_label"] = docs["topic"].map(names).fillna("outliers").astype("string")
-    if old is not None:
-        old_texts = [("" if v is None or v != v else str(v)) for v in old[text_col].tolist()]
-        X_all = _vstack(model.vectorizer_.transform(old_texts), X_new)
-    else:
-        X_all = X_new
+    X_all = X_new if old is None else _vstack(X_old, X_new)
     sentiments = docs["sentiment"].fillna("").astype(str).tolist()
     phrases = key_phrases(X_all, docs["topic"].to_numpy(), sentiments, model.vocabulary_) if X_all.shape[1] else {}
     tables = {
-        "documents": docs[[*ADDED[:3], *[c for c in docs.columns if c not in ADDED], *ADDED[3:]]],
         "topics": _topics(docs, model, phrases),
         "topic_terms": _topic_terms(model),
         "timeseries": build_timeseries(docs, freq, group_col=opts.group_col) if freq else _empty_series(),
     }
     if opts.group_col:
         tables["groups"] = _groups(docs, opts.group_col)
-    wordless = int((~new["has_words"]).sum())
-    if wordless:
-        warnings.append(f"{wordless} documents hold no words (only URLs, emoji, numbers or nothing); topic -1")
-    facts = _facts(docs, new, texts, times, freq, wordless)
-    facts["warnings"] = warnings
-    return tables, facts
-
-
-def _terms(model, texts: list[str], *, fitted: bool):
-    if fitted and hasattr(model, "document_terms_"):
-        return model.document_terms_[model.document_index_]
-    if not model.vocabulary_:
-        from scipy import sparse
-
-        return sparse.csr_matrix((len(texts), 0), dtype=np.int32)
-    return model.vectorizer_.transform(texts).tocsr()
+    results = docs[["doc_id", "time_utc", "period", "topic", "topic_label", "has_words"]]
+    facts = _facts(docs, new, freq)
+    return tables, results, facts
 
 
 def _vstack(a, b):
@@ -148,27 +104,13 @@ def _empty_series() -> pd.DataFrame:
     return build_timeseries(pd.DataFrame({"period": pd.Series([], dtype="datetime64[ns]")}), "day")
 
 
-def _facts(docs, new, texts, times, freq, wordless) -> dict[str, Any]:
+def _facts(docs, new, freq) -> dict[str, Any]:
     counts = docs["sentiment"].value_counts()
-    facts: dict[str, Any] = {
+    return {
         "documents": len(docs),
         "documents_added": len(new),
         "topics": int(docs.loc[docs["topic"] >= 0, "topic"].nunique()),
         "outliers": int((docs["topic"] < 0).sum()),
-        "duplicates_added": len(texts) - len(set(texts)),
-        "empty_texts_added": sum(not t.strip() for t in texts),
-        "wordless_added": wordless,
         "sentiment": {label: int(counts.get(label, 0)) for label in ("positive", "neutral", "negative")},
         "freq": freq,
     }
-    if times is not None:
-        valid = docs["time_utc"].dropna()
-        facts["dates"] = {
-            "parsed": int(times.times.notna().sum()),
-            "not_dates": len(times.bad_rows),
-            "ambiguous_time_zone": len(times.ambiguous_rows),
-            "missing": times.missing,
-            "first": str(valid.min()) if len(valid) else None,
-            "last": str(valid.max()) if len(valid) else None,
-        }
-    return facts

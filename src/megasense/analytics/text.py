@@ -12,9 +12,12 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from megasense.tasks.language import dominant_script
@@ -127,3 +130,72 @@ def detect_language(texts: Sequence[str], *, sample: int = 2000) -> str:
     if other >= 0.8:
         return "zh"
     return "mixed" if other >= 0.02 else "en"
+
+
+def normalize_text(text: str) -> str:
+    """The form duplicates are recognised by: NFKC, stripped, whitespace runs as one space, case-folded."""
+    return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
+
+
+class TermCounter:
+    """Term counts of texts added chunk by chunk, as one (texts, terms) matrix like ``CountVectorizer``'s.
+
+    With a ``vocabulary`` (term -> column) only its terms count, as ``CountVectorizer.transform``;
+    without one the vocabulary grows as terms come and ``matrix()`` orders it alphabetically, as
+    ``CountVectorizer.fit_transform`` does, so one chunk or many give the same matrix. ``any_terms``
+    says, per text, whether the analyzer found any term at all (in the vocabulary or not).
+    """
+
+    def __init__(self, analyzer: Callable[[str], list[str]], vocabulary: dict[str, int] | None = None) -> None:
+        self.analyzer = analyzer
+        self.fixed = vocabulary is not None
+        self.vocabulary: dict[str, int] = dict(vocabulary or {})
+        self._indices: list[np.ndarray] = []
+        self._data: list[np.ndarray] = []
+        self._lengths: list[np.ndarray] = []
+        self._any: list[np.ndarray] = []
+
+    def add(self, texts: Sequence[str]) -> None:
+        indices: list[int] = []
+        data: list[int] = []
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        found = np.zeros(len(texts), dtype=bool)
+        for i, text in enumerate(texts):
+            counts: dict[int, int] = {}
+            terms = self.analyzer(text)
+            found[i] = bool(terms)
+            for term in terms:
+                j = self.vocabulary.get(term)
+                if j is None:
+                    if self.fixed:
+                        continue
+                    j = self.vocabulary[term] = len(self.vocabulary)
+                counts[j] = counts.get(j, 0) + 1
+            indices.extend(counts)
+            data.extend(counts.values())
+            lengths[i] = len(counts)
+        self._indices.append(np.asarray(indices, dtype=np.int64))
+        self._data.append(np.asarray(data, dtype=np.int32))
+        self._lengths.append(lengths)
+        self._any.append(found)
+
+    @property
+    def any_terms(self) -> np.ndarray:
+        return np.concatenate(self._any) if self._any else np.zeros(0, dtype=bool)
+
+    def matrix(self) -> tuple[sparse.csr_matrix, list[str]]:
+        """(texts, terms) int32 counts and the vocabulary in column order."""
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, dtype=np.int64)
+        indices = np.concatenate(self._indices) if self._indices else np.zeros(0, dtype=np.int64)
+        data = np.concatenate(self._data) if self._data else np.zeros(0, dtype=np.int32)
+        terms = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+        if not self.fixed:  # alphabetical columns, as CountVectorizer's
+            order = np.argsort(np.array(terms, dtype=object), kind="stable") if terms else np.zeros(0, np.int64)
+            remap = np.empty(len(terms), dtype=np.int64)
+            remap[order] = np.arange(len(terms))
+            indices = remap[indices] if len(indices) else indices
+            terms = [terms[i] for i in order]
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        X = sparse.csr_matrix((data, indices, indptr), shape=(len(lengths), len(terms)), dtype=np.int32)
+        X.sort_indices()
+        return X, terms

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,11 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import CountVectorizer
 
-from megasense.analytics.protocols import Embedder
+from megasense.analytics.protocols import Embedder, Progress, no_progress
 from megasense.analytics.represent import class_tfidf, readable_label, top_terms
 from megasense.analytics.steps import auto_min_topic_size, default_clusterer, default_reducer
-from megasense.analytics.text import Segmenter
+from megasense.analytics.text import Segmenter, TermCounter
+from megasense.analytics.vectors import BLOCK, blocks, gather, group_means, nearest, normalize, similarity_to
 from megasense.checkpoints.atomic import atomic_directory
 
 FORMAT = "megasense-topic-model"
@@ -65,6 +66,7 @@ class TopicModel:
         n_representative: int = 3,
         reduce_outliers: bool = True,
         outlier_quantile: float = 0.05,
+        reduce_sample: int = 25_000,
         seed: int = 0,
     ) -> None:
         self.embedder = embedder
@@ -78,6 +80,8 @@ class TopicModel:
         self.n_representative = n_representative
         self.reduce_outliers = reduce_outliers
         self.outlier_quantile = outlier_quantile
+        self.reduce_sample = reduce_sample
+        """Above this many distinct documents the reducer is fitted on a sample of them and applied in blocks."""
         self.seed = seed
 
     # ----- fitting -------------------------------------------------------------------------------
@@ -91,25 +95,63 @@ class TopicModel:
         texts = _check_texts(texts)
         if not texts:
             raise ValueError("no documents to find topics in")
-        self.timings_: dict[str, float] = {}
-        self.warnings_: list[str] = []
+        self._start()
         unique, first, inverse, counts = _unique(texts)
         vectors = self._embeddings(unique, texts, first, embeddings)
         X, vocabulary = self._count(unique)
-        wordy = np.asarray(X.sum(axis=1)).ravel() > 0
-        labels = self._cluster(vectors, wordy, counts)
-        labels = _renumber(labels, counts)
-        centroids, thresholds = self._centres(vectors, labels)
-        if self.reduce_outliers and len(centroids):
-            labels = self._absorb(vectors, labels, wordy, centroids, thresholds)
-        started = time.perf_counter()
-        self._describe(unique, vectors, labels, counts, X, vocabulary)
-        self.timings_["represent"] = time.perf_counter() - started
+        labels = self._fit_distinct(vectors, counts, X, vocabulary, lambda rows: [unique[i] for i in rows], no_progress)
         self.labels_ = labels[inverse]
         # The fit's (distinct texts, terms) counts and each text's row in them: later representations
         # (key phrases per sentiment) reuse them instead of segmenting the corpus again. Not saved.
         self.document_terms_, self.document_index_ = X, inverse
         return self.labels_
+
+    def fit_distinct(
+        self,
+        vectors: np.ndarray,
+        counts: np.ndarray,
+        X: Any,
+        vocabulary: list[str],
+        texts_of: Callable[[np.ndarray], list[str]],
+        progress: Progress = no_progress,
+    ) -> np.ndarray:
+        """Topics of distinct texts given by their rows, for corpora read in chunks; returns a topic per row.
+
+        ``vectors``: (U, dim) embeddings, raw or unit length, possibly a memmap (read in blocks);
+        ``counts``: how many documents each stands for; ``X``: (U, terms) counts over ``vocabulary``
+        (``TermCounter``); ``texts_of(rows)``: the texts of a few rows (the representative posts).
+        """
+        self._start()
+        self.vectorizer_ = self.vectorizer or _default_vectorizer()
+        self.vectorizer_.vocabulary_ = {t: i for i, t in enumerate(vocabulary)}
+        if not vocabulary:
+            self.warnings_.append("no document holds any words (only URLs, emoji or numbers); no keywords")
+        return self._fit_distinct(vectors, np.asarray(counts), X, vocabulary, texts_of, progress)
+
+    def term_counter(self) -> TermCounter:
+        """A ``TermCounter`` with this model's analyzer (and, once fitted, its vocabulary)."""
+        vectorizer = getattr(self, "vectorizer_", None) or self.vectorizer or _default_vectorizer()
+        vocabulary = getattr(self, "vocabulary_", None)
+        fixed = {t: i for i, t in enumerate(vocabulary)} if vocabulary is not None else None
+        return TermCounter(vectorizer.build_analyzer(), fixed)
+
+    def _start(self) -> None:
+        self.timings_: dict[str, float] = {}
+        self.warnings_: list[str] = []
+
+    def _fit_distinct(self, vectors, counts, X, vocabulary, texts_of, progress) -> np.ndarray:
+        wordy = np.asarray(X.sum(axis=1)).ravel() > 0
+        labels = self._cluster(vectors, wordy, counts, progress)
+        labels = _renumber(labels, counts)
+        centroids, thresholds = self._centres(vectors, labels)
+        if self.reduce_outliers and len(centroids):
+            labels = self._absorb(vectors, labels, wordy, centroids, thresholds)
+        started = time.perf_counter()
+        with progress("keywords", 1) as advance:
+            self._describe(texts_of, vectors, labels, counts, X, vocabulary)
+            advance(1)
+        self.timings_["represent"] = time.perf_counter() - started
+        return labels
 
     def _embeddings(self, unique, texts, first, embeddings) -> np.ndarray:
         started = time.perf_counter()
@@ -123,11 +165,11 @@ class TopicModel:
                 raise ValueError(f"embeddings of shape {embeddings.shape} for {len(texts)} texts; expected (N, dim)")
             vectors = embeddings[first]
         self.timings_["embed"] = time.perf_counter() - started
-        return _normalize(vectors)
+        return vectors
 
     def _count(self, unique: list[str]):
         started = time.perf_counter()
-        self.vectorizer_ = self.vectorizer or CountVectorizer(analyzer=Segmenter(), min_df=1, dtype=np.int32)
+        self.vectorizer_ = self.vectorizer or _default_vectorizer()
         try:
             X = self.vectorizer_.fit_transform(unique).tocsr()
             vocabulary = list(self.vectorizer_.get_feature_names_out())
@@ -139,8 +181,8 @@ class TopicModel:
         self.timings_["vectorize"] = time.perf_counter() - started
         return X, vocabulary
 
-    def _cluster(self, vectors: np.ndarray, wordy: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        labels = np.full(len(vectors), -1, dtype=np.int64)
+    def _cluster(self, vectors, wordy: np.ndarray, counts: np.ndarray, progress: Progress) -> np.ndarray:
+        labels = np.full(len(wordy), -1, dtype=np.int64)
         rows = np.flatnonzero(wordy)
         size = self.min_topic_size or auto_min_topic_size(int(counts[rows].sum()))
         self.min_topic_size_ = size
@@ -154,12 +196,15 @@ class TopicModel:
             self.timings_["reduce"] = self.timings_["cluster"] = 0.0
             return labels
         started = time.perf_counter()
-        self.reducer_ = self.reducer or default_reducer(self.reducer_kind, len(rows), vectors.shape[1], seed=self.seed)
-        reduced = _fit_transform(self.reducer_, vectors[rows])
+        fitted_on = min(len(rows), self.reduce_sample)
+        self.reducer_ = self.reducer or default_reducer(self.reducer_kind, fitted_on, vectors.shape[1], seed=self.seed)
+        reduced = self._reduce(vectors, rows, progress)
         self.timings_["reduce"] = time.perf_counter() - started
         started = time.perf_counter()
         self.clusterer_ = self.clusterer or default_clusterer(self.clusterer_kind, size, seed=self.seed)
-        found = getattr(self.clusterer_.fit(reduced), "labels_", None)
+        with progress("cluster", 1) as advance:
+            found = getattr(self.clusterer_.fit(reduced), "labels_", None)
+            advance(1)
         if found is None:
             raise TypeError(f"the clusterer {type(self.clusterer_).__name__} has no labels_ after fit")
         labels[rows] = np.asarray(found, dtype=np.int64)
@@ -168,14 +213,34 @@ class TopicModel:
             self.warnings_.append("the clusterer found no dense group: every document is an outlier (topic -1)")
         return labels
 
-    def _centres(self, vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _reduce(self, vectors, rows: np.ndarray, progress: Progress) -> np.ndarray:
+        """Reduced vectors of ``rows``: fitted on all of them, or on ``reduce_sample`` of them and applied in blocks."""
+        if len(rows) <= self.reduce_sample or not hasattr(self.reducer_, "transform"):
+            with progress("reduce", 1) as advance:
+                reduced = _fit_transform(self.reducer_, gather(vectors, rows))
+                advance(1)
+            return reduced
+        sample = np.sort(np.random.default_rng(self.seed).choice(rows, self.reduce_sample, replace=False))
+        self.reduced_on_ = len(sample)
+        with progress("reduce", len(sample) + len(rows)) as advance:
+            self.reducer_.fit(gather(vectors, sample))
+            advance(len(sample))
+            parts = []
+            for _, block in blocks(vectors, rows, size=8 * BLOCK):
+                parts.append(np.asarray(self.reducer_.transform(block), dtype=np.float32))
+                advance(len(block))
+        return np.concatenate(parts)
+
+    def _centres(self, vectors, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.array(sorted(t for t in set(labels.tolist()) if t >= 0), dtype=np.int64)
-        centroids = np.zeros((len(ids), vectors.shape[1]), dtype=np.float32)
+        members = np.flatnonzero(labels >= 0)
+        index = np.searchsorted(ids, labels[members])
+        centroids = group_means(vectors, members, index, len(ids)) if len(ids) else np.zeros((0, vectors.shape[1]))
+        centroids = centroids.astype(np.float32)
+        sims = similarity_to(vectors, members, centroids[index]) if len(ids) else np.zeros(0, np.float32)
         thresholds = np.zeros(len(ids), dtype=np.float32)
-        for i, topic in enumerate(ids):
-            members = vectors[labels == topic]
-            centroids[i] = _normalize(members.mean(axis=0, keepdims=True))[0]
-            thresholds[i] = np.quantile(members @ centroids[i], self.outlier_quantile)
+        for i in range(len(ids)):
+            thresholds[i] = np.quantile(sims[index == i], self.outlier_quantile)
         self.topic_ids_, self.centroids_, self.thresholds_ = ids, centroids, thresholds
         return centroids, thresholds
 
@@ -184,14 +249,13 @@ class TopicModel:
         outliers = np.flatnonzero((labels < 0) & wordy)
         if len(outliers) == 0:
             return labels
-        sims = vectors[outliers] @ centroids.T  # (outliers, topics)
-        best = sims.argmax(axis=1)
-        close = sims[np.arange(len(outliers)), best] >= thresholds[best]
+        best, sims = nearest(vectors, outliers, centroids)
+        close = sims >= thresholds[best]
         labels = labels.copy()
         labels[outliers[close]] = self.topic_ids_[best[close]]
         return labels
 
-    def _describe(self, unique, vectors, labels, counts, X, vocabulary) -> None:
+    def _describe(self, texts_of, vectors, labels, counts, X, vocabulary) -> None:
         self.vocabulary_ = vocabulary
         topics: list[Topic] = []
         if X.shape[1]:
@@ -199,16 +263,21 @@ class TopicModel:
         else:
             ids, weights = np.unique(labels), None
         for row, topic in enumerate(ids.tolist()):
-            members = np.flatnonzero(labels == topic)
             terms = top_terms(weights, row, vocabulary, self.n_terms) if weights is not None else []
             label = "outliers" if topic < 0 else f"{topic}: {readable_label([t for t, _ in terms])}"
-            topics.append(Topic(int(topic), label, int(counts[members].sum()), terms, []))
+            topics.append(Topic(int(topic), label, int(counts[labels == topic].sum()), terms, []))
+        members = np.flatnonzero(labels >= 0)
+        index = np.searchsorted(self.topic_ids_, labels[members])
+        sims = similarity_to(vectors, members, self.centroids_[index]) if len(members) else np.zeros(0)
+        chosen = {}
+        for i, topic in enumerate(self.topic_ids_.tolist()):
+            mine = np.flatnonzero(index == i)
+            chosen[topic] = members[mine[np.argsort(-sims[mine], kind="stable")[: self.n_representative]]]
+        rows = np.concatenate(list(chosen.values())) if chosen else np.zeros(0, np.int64)
+        texts = dict(zip(rows.tolist(), texts_of(rows), strict=True)) if len(rows) else {}
         for topic in topics:
-            if topic.id >= 0:
-                members = np.flatnonzero(labels == topic.id)
-                centre = self.centroids_[int(np.flatnonzero(self.topic_ids_ == topic.id)[0])]
-                nearest = members[np.argsort(-(vectors[members] @ centre), kind="stable")[: self.n_representative]]
-                topic.representative = [unique[i] for i in nearest]
+            if topic.id in chosen:
+                topic.representative = [texts[i] for i in chosen[topic.id].tolist()]
         self.topics_ = sorted(topics, key=lambda t: t.id)
 
     # ----- using a fitted model ------------------------------------------------------------------
@@ -225,22 +294,27 @@ class TopicModel:
             if self.embedder is None:
                 raise ValueError("transform needs embeddings: pass embedder=... to TopicModel or the embeddings")
             embeddings = self.embedder.embed(texts)
-        vectors = _normalize(np.asarray(embeddings, dtype=np.float32))
+        vectors = normalize(np.asarray(embeddings, dtype=np.float32))
+        segmenter = _segmenter(self.vectorizer_)
+        wordy = np.array([bool(segmenter.words(t)) for t in texts]) if segmenter else np.ones(len(texts), bool)
+        return self.assign_vectors(vectors, wordy)
+
+    def assign_vectors(self, vectors: np.ndarray, wordy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``assign`` for unit-length embeddings and, per document, whether it holds any words."""
+        self._require_fitted()
         if vectors.shape[1:] != self.centroids_.shape[1:]:
             raise ValueError(
                 f"embeddings of dimension {vectors.shape[1]} for a model fitted on dimension "
                 f"{self.centroids_.shape[1]}; use the same embedding model as the fit"
             )
-        topics = np.full(len(texts), -1, dtype=np.int64)
-        similarity = np.zeros(len(texts), dtype=np.float32)
-        if len(self.topic_ids_) == 0 or not texts:
+        topics = np.full(len(vectors), -1, dtype=np.int64)
+        similarity = np.zeros(len(vectors), dtype=np.float32)
+        if len(self.topic_ids_) == 0 or not len(vectors):
             return topics, similarity
-        segmenter = _segmenter(self.vectorizer_)
         sims = vectors @ self.centroids_.T
         best = sims.argmax(axis=1)
-        similarity = sims[np.arange(len(texts)), best]
-        wordy = np.array([bool(segmenter.words(t)) for t in texts]) if segmenter else np.ones(len(texts), bool)
-        ok = (similarity >= self.thresholds_[best]) & wordy
+        similarity = sims[np.arange(len(vectors)), best]
+        ok = (similarity >= self.thresholds_[best]) & np.asarray(wordy, dtype=bool)
         topics[ok] = self.topic_ids_[best[ok]]
         return topics, similarity
 
@@ -352,9 +426,8 @@ def _renumber(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.array([mapping.get(t, -1) for t in labels.tolist()], dtype=np.int64)
 
 
-def _normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+def _default_vectorizer() -> CountVectorizer:
+    return CountVectorizer(analyzer=Segmenter(), min_df=1, dtype=np.int32)
 
 
 def _fit_transform(step: Any, X: np.ndarray) -> np.ndarray:

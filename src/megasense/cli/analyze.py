@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from megasense.cli.errors import err_console, user_errors
-from megasense.cli.progress import progress_bar
 
 console = Console()
 
@@ -54,7 +54,7 @@ def analyze(
     """
     from megasense.analytics.pipeline import analyze as run
 
-    with user_errors():
+    with user_errors(), _Bars(enabled=progress) as bars:
         try:
             result = run(
                 input,
@@ -64,7 +64,7 @@ def analyze(
                 sentiment_model=model,
                 append=append,
                 overwrite=overwrite,
-                progress=functools.partial(progress_bar, enabled=progress),
+                progress=bars,
                 text_col=text_col,
                 time_col=time_col,
                 group_col=group_col,
@@ -79,6 +79,49 @@ def analyze(
         except ImportError as exc:  # an optional extra is missing; the message names it
             raise ValueError(str(exc)) from None
     _print(result)
+
+
+class _Bars:
+    """The analysis's progress bars in one live display: stages that run together (reading, sentiment,
+    embedding) each get their own bar at once, which separate ``rich`` displays cannot do."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn())
+        columns += (TimeElapsedColumn(), TimeRemainingColumn())
+        self.enabled = enabled
+        self.display = Progress(*columns, console=Console(stderr=True), transient=False) if enabled else None
+
+    def __enter__(self) -> _Bars:
+        if self.display is not None:
+            self.display.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.display is not None:
+            self.display.stop()
+
+    @contextlib.contextmanager
+    def __call__(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        if self.display is None:
+            yield lambda n: None
+            return
+        task = self.display.add_task(description, total=total)
+        try:
+            yield lambda n: self.display.advance(task, n)
+        finally:  # a bar of unknown length shows its count when done
+            done = self.display.tasks[[t.id for t in self.display.tasks].index(task)].completed
+            self.display.update(
+                task, total=max(done, 1) if total is None else total, completed=done if total is None else None
+            )
 
 
 def _print(result) -> None:

@@ -1,0 +1,63 @@
+"""Row-block arithmetic over embeddings that may not fit in memory (a float32 memmap): read ``BLOCK`` rows at a time.
+
+Every function normalises each block to unit length as it reads it, so callers pass raw embeddings
+and the results do not depend on how the rows were written (one chunk or many).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from scipy import sparse
+
+BLOCK = 4096
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def blocks(vectors: np.ndarray, rows: np.ndarray, size: int = BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset into ``rows``, unit-length rows ``rows[offset:offset + size]`` of ``vectors``)."""
+    for start in range(0, len(rows), size):
+        yield start, normalize(np.asarray(vectors[rows[start : start + size]], dtype=np.float32))
+
+
+def gather(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Unit-length ``vectors[rows]`` in memory (callers keep ``rows`` bounded)."""
+    out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
+    for start, block in blocks(vectors, rows):
+        out[start : start + len(block)] = block
+    return out
+
+
+def group_means(vectors: np.ndarray, rows: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups, dim) unit-length mean of the unit rows ``rows`` of each group (``group`` aligned with rows)."""
+    sums = np.zeros((n_groups, vectors.shape[1]), dtype=np.float64)
+    for start, block in blocks(vectors, rows):
+        part = group[start : start + len(block)]
+        onehot = sparse.csr_matrix((np.ones(len(part)), (part, np.arange(len(part)))), shape=(n_groups, len(part)))
+        sums += onehot @ block.astype(np.float64)
+    return normalize(sums)
+
+
+def similarity_to(vectors: np.ndarray, rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(len(rows),) cosine similarity of each row to its own centre (``centres`` aligned with rows)."""
+    out = np.empty(len(rows), dtype=np.float32)
+    for start, block in blocks(vectors, rows):
+        out[start : start + len(block)] = np.einsum("ij,ij->i", block, centres[start : start + len(block)])
+    return out
+
+
+def nearest(vectors: np.ndarray, rows: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the most similar centroid, its cosine similarity) of each row."""
+    best = np.zeros(len(rows), dtype=np.int64)
+    sims = np.zeros(len(rows), dtype=np.float32)
+    for start, block in blocks(vectors, rows):
+        s = block @ centroids.T  # (block, centroids)
+        b = s.argmax(axis=1)
+        best[start : start + len(block)] = b
+        sims[start : start + len(block)] = s[np.arange(len(block)), b]
+    return best, sims
