@@ -94,7 +94,7 @@ class GPTModel(nn.Module):
         self.tie_weights()
 
     def tie_weights(self) -> None:
-        if self.config.tie_word_embeddings:
+        if self.config.tie_word_embeddings and self.embedding is not None and self.output_layer is not None:
             self.output_layer.weight = self.embedding.word_embeddings.weight
 
     def tied_parameters(self) -> dict[str, str]:

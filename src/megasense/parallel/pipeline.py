@@ -5,8 +5,8 @@ only the first stage keeps, those only the last stage keeps). :func:`split_stage
 model in place to one stage's part by setting the other parts to ``None``, so parameter names stay
 those of the unsplit model and a checkpoint looks the same at every ``pp``. The schedules are
 PyTorch's own (``torch.distributed.pipelining``); the loss is computed on the last stage, per
-micro-batch, and the micro-batch losses are averaged (``scale_grads``), which equals the loss of the
-whole batch when every micro-batch has the same number of targets.
+micro-batch, and the micro-batch losses are averaged, which equals the loss of the whole batch when
+every micro-batch has the same number of targets.
 
 Tied weights (GPT-2's word embedding reused by the output layer) end up on two stages: the first
 keeps the embedding, the last the output layer. Both copies start equal; :meth:`Pipeline.step`
@@ -135,45 +135,64 @@ class _StageForward(nn.Module):
 class Pipeline:
     """One rank's pipeline stage and its schedule; :meth:`step` runs the forward and backward of one batch.
 
-    ``module`` is the pruned model (what the optimizer, clipping and checkpoints see). Build it with
-    :func:`build_pipeline`.
+    ``module`` is this rank's stage of the model, already cut by :func:`split_stage` (``split``),
+    then sharded over ``dp``/``tp`` if wanted and materialised: it is what the optimizer, clipping
+    and checkpoints see. ``loss_fn(logits, labels)`` runs on the last stage for each micro-batch and
+    must return the mean over that micro-batch. Before each optimizer step call
+    :meth:`sync_tied_grads` (then, to clip, :meth:`clip_grad_norm_`).
     """
 
     def __init__(
         self,
         module: nn.Module,
         split: StageSplit,
-        schedule,
-        pp_group: dist.ProcessGroup,
-        tie_groups: list[tuple[str, dist.ProcessGroup]],
+        mesh: DeviceMesh,
         config: ParallelConfig,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> None:
-        self.module, self.split, self.schedule = module, split, schedule
-        self.pp_group, self.tie_groups, self.config = pp_group, tie_groups, config
+        pp = mesh_size(mesh, "pp")
+        if (pp, split.num_stages) != (config.pp, config.pp):
+            raise ValueError(f"the mesh has pp={pp}, the split {split.num_stages} stages, the config pp={config.pp}")
+        pp_mesh = sub_mesh(mesh, "pp")
+        if pp_mesh.get_local_rank() != split.index:
+            raise ValueError(f"this rank is stage {pp_mesh.get_local_rank()} on the mesh, not {split.index}")
+        self.module, self.split, self.config = module, split, config
+        self.pp_group = pp_mesh.get_group()
+        self.tie_groups = _tie_groups(split, mesh, pp_mesh)
+        self.loss_fn, self._scale = loss_fn, 1.0
+        device = next(iter(module.parameters())).device
+        stage = PipelineStage(_StageForward(module), split.index, pp, device, group=self.pp_group)
+        schedule = SCHEDULES[config.pp_schedule]
+        # The loss is divided by the micro-batch count here, not by the schedule (scale_grads), which
+        # would divide every gradient present, also those accumulated by earlier steps.
+        self.schedule = schedule(stage, config.num_microbatches, loss_fn=self._scaled_loss, scale_grads=False)
 
-    def step(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Forward and backward of one (data-parallel rank's) batch; the mean loss, on every stage.
+    def _scaled_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(logits, labels) * (self._scale / self.config.num_microbatches)
+
+    def step(self, input_ids: torch.Tensor, labels: torch.Tensor, *, scale: float = 1.0) -> torch.Tensor:
+        """Forward and backward of one (data-parallel rank's) batch; its mean loss, on every stage.
 
         Every stage passes the same ``input_ids`` and ``labels`` (B, T) (the first stage reads the
-        ids, the last the labels). Gradients accumulate into ``module``'s parameters as with
-        ``loss.backward()``, tied copies already summed.
+        ids, the last the labels). Gradients of ``scale * loss`` accumulate into ``module``'s
+        parameters as ``loss.backward()`` would (``scale = 1 / grad_accum`` for accumulation).
         """
         self.config.check_batch_size(input_ids.shape[0])
         args = (input_ids,) if self.split.is_first else ()
         losses: list[torch.Tensor] = []
+        self._scale = scale
         if self.split.is_last:
             self.schedule.step(*args, target=labels, losses=losses, return_outputs=False)
-            loss = torch.stack([x.detach().float() for x in losses]).mean()
+            loss = torch.stack([x.detach().float() for x in losses]).sum() / scale
         else:
             self.schedule.step(*args, return_outputs=False)
             loss = torch.zeros((), device=input_ids.device)
         if self.split.num_stages > 1:
             dist.broadcast(loss, group_src=self.split.num_stages - 1, group=self.pp_group)
-        self.sync_tied_grads()
         return loss
 
     def sync_tied_grads(self) -> None:
-        """Sum the gradients of each tied weight's copies over the stages that hold one."""
+        """Sum the gradients of each tied weight's copies over the stages that hold one (once per step)."""
         params = dict(self.module.named_parameters(remove_duplicate=False))
         for first, group in self.tie_groups:
             name = next(n for n, f in self.split.shared.items() if f == first)
@@ -200,27 +219,25 @@ class Pipeline:
         return total
 
 
+def stage_index(mesh: DeviceMesh) -> int:
+    """This rank's pipeline stage: its position along ``pp`` (0 without a ``pp`` axis)."""
+    return sub_mesh(mesh, "pp").get_local_rank() if mesh_size(mesh, "pp") > 1 else 0
+
+
+def stage_state_dict(full: dict[str, torch.Tensor], split: StageSplit, keys: list[str]) -> dict[str, torch.Tensor]:
+    """A stage's ``keys`` taken from a whole model's state dict; a tied copy is filled from the tie's first name."""
+    return {key: full[key] if key in full else full[split.shared[key]] for key in keys}
+
+
 def build_pipeline(
     model: nn.Module,
     mesh: DeviceMesh,
     config: ParallelConfig,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> Pipeline:
-    """Cut ``model`` to this rank's stage along ``mesh["pp"]`` and set up ``config.pp_schedule``.
-
-    ``loss_fn(logits, labels)`` runs on the last stage for each micro-batch and must return the mean
-    over that micro-batch. Apply tensor or data parallelism to ``pipeline.module`` afterwards.
-    """
-    pp = mesh_size(mesh, "pp")
-    if pp != config.pp:
-        raise ValueError(f"the mesh has pp={pp} but the config asks for pp={config.pp}")
-    pp_mesh = sub_mesh(mesh, "pp")
-    stage = pp_mesh.get_local_rank()
-    split = split_stage(model, stage=stage, num_stages=pp)
-    device = next(iter(model.parameters())).device
-    pipe_stage = PipelineStage(_StageForward(model), stage, pp, device, group=pp_mesh.get_group())
-    schedule = SCHEDULES[config.pp_schedule](pipe_stage, config.num_microbatches, loss_fn=loss_fn, scale_grads=True)
-    return Pipeline(model, split, schedule, pp_mesh.get_group(), _tie_groups(split, mesh, pp_mesh), config)
+    """Cut an initialised ``model`` to this rank's stage along ``mesh["pp"]`` and set up ``config.pp_schedule``."""
+    split = split_stage(model, stage=stage_index(mesh), num_stages=config.pp)
+    return Pipeline(model, split, mesh, config, loss_fn)
 
 
 def _tie_groups(split: StageSplit, mesh: DeviceMesh, pp_mesh: DeviceMesh) -> list[tuple[str, dist.ProcessGroup]]:
@@ -258,5 +275,7 @@ __all__ = [
     "bubble_fraction",
     "build_pipeline",
     "split_stage",
+    "stage_index",
     "stage_layers",
+    "stage_state_dict",
 ]
