@@ -162,6 +162,7 @@ class Trainer:
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         loss_context: Callable[[], contextlib.AbstractContextManager] | None = None,
         on_step: Callable[[Trainer, dict[str, Any]], None] | None = None,
+        pipeline: Any | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -171,6 +172,9 @@ class Trainer:
         self.loss_context = loss_context or contextlib.nullcontext
         # Called after every optimizer step with {"step", "epoch", "loss", "lr", "grad_norm", "samples"}.
         self.on_step = on_step
+        # A megasense.parallel.Pipeline whose stage is ``model``: its schedule runs each batch's forward
+        # and backward; tied copies are synced and gradients clipped over all stages before each step.
+        self.pipeline = pipeline
         self.grad_norm: float | None = None
         if config.activation_checkpointing != "none":
             from megasense.parallel import unwrap
@@ -266,13 +270,17 @@ class Trainer:
         pending, total_loss, n = 0, 0.0, 0
         for batch in batches:
             batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with self.loss_context():
-                with self._autocast():
-                    out = self.model(**batch)
-                loss = self.loss_fn(out)
-                if loss is None:
-                    raise ValueError(f"{type(out).__name__}.loss is None: the batches must carry labels")
-                (loss.float() / cfg.grad_accum).backward()
+            if self.pipeline is not None:
+                with self.loss_context(), self._autocast():
+                    loss = self.pipeline.step(batch["input_ids"], batch["labels"], scale=1.0 / cfg.grad_accum)
+            else:
+                with self.loss_context():
+                    with self._autocast():
+                        out = self.model(**batch)
+                    loss = self.loss_fn(out)
+                    if loss is None:
+                        raise ValueError(f"{type(out).__name__}.loss is None: the batches must carry labels")
+                    (loss.float() / cfg.grad_accum).backward()
             total_loss += _scalar(loss)
             n += _batch_size(batch)
             pending += 1
@@ -304,7 +312,11 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
 
     def _optimizer_step(self) -> None:
-        if self.config.grad_clip is not None:
+        if self.pipeline is not None:
+            self.pipeline.sync_tied_grads()
+        if self.config.grad_clip is not None and self.pipeline is not None:
+            self.grad_norm = float(self.pipeline.clip_grad_norm_(self.config.grad_clip))
+        elif self.config.grad_clip is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             self.grad_norm = float(_clip_grad_norm(params, self.config.grad_clip))
         self.last_lr = float(self.optimizer.param_groups[0]["lr"])
