@@ -12,7 +12,8 @@ Megatron's pattern, one docstring line per split (``Y = X W^T``, ``t`` the tenso
   for ``loss_parallel`` cross entropy, or are all-gathered.
 
 Sequence parallelism (an option) keeps the residual stream inside the transformer layers split over
-the sequence: norms and dropout work on ``T / t`` positions; each sub-layer that owns a
+the sequence: norms and dropout work on ``T / t`` positions (each rank with its own slice of a
+whole-sequence dropout mask, see ``megasense.parallel.dropout``); each sub-layer that owns a
 column-parallel projection (attention, MLP) all-gathers the sequence at its entry, because it reads
 ``T`` from its input and attention needs every position; row-parallel layers reduce-scatter their
 output back to ``T / t``. It starts at the first layer and ends after the last one, so embeddings,
@@ -37,6 +38,7 @@ from torch.distributed.tensor.parallel import (
 
 from megasense.config.model import ConfigError, ModelConfig
 from megasense.config.parallel import check_tensor_parallel
+from megasense.parallel.dropout import shard_dropout_over_sequence
 from megasense.parallel.plan import PlanError, block_container, blocks, match_plan, model_plan, tied_parameters
 
 _NORMS = (nn.LayerNorm, nn.RMSNorm)
@@ -86,6 +88,7 @@ def apply_tensor_parallel(
     _retie(model, ties)
     if sequence_parallel:
         _split_sequence_over_blocks(model, container, gather_points, tp_mesh)
+        shard_dropout_over_sequence(model, container, gather_points, tp_mesh, sequence_dim=SEQUENCE_DIM)
     return model
 
 
