@@ -19,8 +19,11 @@ The ours model's weights are copied into the transformers model, so the loss cur
 Tokens/s come from the median time of an optimizer step (the first step's one-off costs are left
 out; the median resists other processes on a shared machine). With ``--repeats 2`` (the default)
 each side runs twice in the order theirs, ours, ours, theirs and keeps its faster run, so neither
-profits from going first or last. Note: bf16 autocast pays off on CPUs with AMX or AVX-512-BF16
-(and GPUs); on AVX2-only CPUs it is several times slower than fp32.
+profits from going first or last. Tokens per CPU-second (``process_time``) are printed beside them:
+on a shared machine they move much less than wall-clock rates.
+
+bf16 autocast pays off on CPUs with AMX or AVX-512-BF16 (and on GPUs); on AVX2-only CPUs it is
+several times slower than fp32.
 
     .venv/bin/python benchmarks/train_throughput.py --threads 1
     .venv/bin/python benchmarks/train_throughput.py --model gpt --precision bf16 --steps 4
@@ -146,7 +149,7 @@ def run_baseline(model, batches, *, gpt: bool, bf16: bool) -> tuple[list[float],
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
-        stamps.append(time.perf_counter())
+        stamps.append(_now())
     return losses, stamps
 
 
@@ -168,16 +171,27 @@ def run_ours(model, batches, *, bf16: bool) -> tuple[list[float], list[float]]:
     losses, stamps = [], []
 
     def on_step(trainer, record):
-        stamps.append(time.perf_counter())
+        stamps.append(_now())
         losses.append(record["loss"])
 
     Trainer(model, cfg, on_step=on_step).fit(batches)
     return losses, stamps
 
 
-def tokens_per_s(stamps: list[float], tokens_per_step: int) -> float:
-    """From the median step time, the first step (allocation, one-off set-up) left out."""
-    return tokens_per_step / statistics.median(b - a for a, b in itertools.pairwise(stamps))
+def _now() -> tuple[float, float]:
+    """Wall-clock and this process's CPU time (all its threads)."""
+    return time.perf_counter(), time.process_time()
+
+
+def tokens_per_s(stamps: list[tuple[float, float]], tokens_per_step: int) -> tuple[float, float]:
+    """Tokens per second and per CPU-second, from the median step (the first step's one-off costs left out).
+
+    Per CPU-second barely moves when other processes share the cores (wall-clock does); with one
+    thread the two agree on an idle machine.
+    """
+    wall = statistics.median(b[0] - a[0] for a, b in itertools.pairwise(stamps))
+    cpu = statistics.median(b[1] - a[1] for a, b in itertools.pairwise(stamps))
+    return tokens_per_step / wall, tokens_per_step / cpu
 
 
 def bench(
@@ -192,7 +206,7 @@ def bench(
         )
     batches = make_batches(name, tokenizer, steps=steps + 1, batch=batch, seq=seq)
     bf16, tokens = precision == "bf16", batch * seq
-    rates: dict[str, list[float]] = {"theirs": [], "ours": []}
+    rates: dict[str, list[tuple[float, float]]] = {"theirs": [], "ours": []}
     curves: dict[str, list[float]] = {}
     order = ("theirs", "ours", "ours", "theirs") if repeats == 2 else ("theirs", "ours")
     for side in order:
@@ -203,12 +217,14 @@ def bench(
             losses, stamps = run_ours(ours, batches, bf16=bf16)
         rates[side].append(tokens_per_s(stamps, tokens))
         curves.setdefault(side, losses)
-    base, mine = max(rates["theirs"]), max(rates["ours"])
+    base, base_cpu = (max(r[i] for r in rates["theirs"]) for i in (0, 1))
+    mine, mine_cpu = (max(r[i] for r in rates["ours"]) for i in (0, 1))
     base_losses, our_losses = curves["theirs"], curves["ours"]
     gap = max(abs(a - b) for a, b in zip(base_losses, our_losses, strict=True))
     label = f"{name} {precision} b{batch} t{seq}"
     print(
-        f"{label:22s} transformers {base:8.0f} tok/s  megasense {mine:8.0f} tok/s  ratio {mine / base:5.2f}x  "
+        f"{label:22s} transformers {base:6.0f} tok/s {base_cpu:6.0f} tok/cpu-s  megasense {mine:6.0f} tok/s "
+        f"{mine_cpu:6.0f} tok/cpu-s  ratio {mine / base:4.2f}x ({mine_cpu / base_cpu:4.2f}x per cpu-s)  "
         f"loss {base_losses[0]:.3f} -> {base_losses[-1]:.3f} (theirs) / {our_losses[-1]:.3f} (ours)  "
         f"max|dloss| {gap:.2e}",
         flush=True,
