@@ -235,6 +235,19 @@ class PretrainConfig:
                 f"model.preset={self.model.preset!r} is arch={arch!r}"
             )
         self.parallel.check_sequence_length(self.data.seq_length)
+        if self.parallel.pp > 1:
+            self._check_pipeline()
+
+    def _check_pipeline(self) -> None:
+        """What the driver does not combine with pipeline stages (yet), named before any process starts."""
+        pp = self.parallel.pp
+        self.parallel.check_batch_size(self.train.micro_batch_size)
+        if self.data.reset_position_ids:
+            raise ConfigError(f"data.reset_position_ids needs parallel.pp=1 (pp={pp} stages pass hidden states only)")
+        if self.parallel.tp > 1:
+            raise ConfigError(f"parallel.pp={pp} with tp={self.parallel.tp} is not supported by the driver; use tp=1")
+        if self.parallel.dp > 1 and self.parallel.data_parallel == "ddp":
+            raise ConfigError(f"parallel.pp={pp} with data_parallel='ddp' is not supported; use 'fsdp'")
 
     def check_model(self, model: ModelConfig) -> None:
         """Sizes that depend on the resolved model: tensor-parallel splits and the sequence length."""

@@ -27,7 +27,7 @@ from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGP
 
 from megasense.config.model import ConfigError
 from megasense.config.parallel import ParallelConfig
-from megasense.parallel.data import _global_norm, _local
+from megasense.parallel.data import _global_norm, _local, full_state_dict
 from megasense.parallel.mesh import mesh_size, sub_mesh
 from megasense.parallel.plan import PlanError, tied_parameters
 
@@ -229,6 +229,24 @@ def stage_state_dict(full: dict[str, torch.Tensor], split: StageSplit, keys: lis
     return {key: full[key] if key in full else full[split.shared[key]] for key in keys}
 
 
+def gather_stage_states(module: nn.Module, mesh: DeviceMesh) -> dict[str, torch.Tensor]:
+    """The whole model's unsharded state dict on global rank 0 (``{}`` elsewhere), from every stage.
+
+    A collective over all ranks: each stage first gathers its own ``dp``/``tp`` shards, then the first
+    rank of each stage sends its part to rank 0 (object collectives: pickle on the wire only, never
+    in a file).
+    """
+    state = full_state_dict(module, rank0_only=False)
+    inner = [sub_mesh(mesh, d).get_local_rank() for d in ("dp", "tp") if mesh_size(mesh, d) > 1]
+    part = state if not any(inner) else None
+    parts: list | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(part, parts, dst=0)
+    merged: dict[str, torch.Tensor] = {}
+    for piece in parts or []:
+        merged.update(piece or {})
+    return merged
+
+
 def build_pipeline(
     model: nn.Module,
     mesh: DeviceMesh,
@@ -274,6 +292,7 @@ __all__ = [
     "StageSplit",
     "bubble_fraction",
     "build_pipeline",
+    "gather_stage_states",
     "split_stage",
     "stage_index",
     "stage_layers",

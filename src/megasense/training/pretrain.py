@@ -6,7 +6,9 @@ sharded by its own tensor-parallel plan and FSDP2 (or DDP), then materialised an
 Samples are indexed by a global sample number, so the data position is one integer
 (``consumed_samples``) and a checkpoint resumes bit for bit, at the same or another layout. Rank 0
 logs loss, learning rate, gradient norm, tokens/s and MFU to a progress bar and a JSONL file.
-Pipeline parallelism is not part of this driver.
+With ``parallel.pp > 1`` (GPT decoders) each rank builds only its pipeline stage on the meta device,
+loads that stage's part of the one-device initial weights, and a GPipe or 1F1B schedule runs every
+batch; gradients are clipped by the norm over all stages and the release is gathered from all of them.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from megasense.config.pretrain import PretrainConfig
 from megasense.data.indexed import IndexedDataset
 from megasense.data.pretrain import BertMaskedDataset, GPTPackedDataset, collate
 from megasense.models import build_model, reset_buffers
+from megasense.models.gpt import causal_lm_loss
 from megasense.parallel import build_mesh, full_state_dict, load_full_state_dict, loss_context, parallelize, unwrap
 from megasense.parallel.checkpointing import apply_activation_checkpointing
 from megasense.parallel.mesh import sub_mesh
+from megasense.parallel.pipeline import Pipeline, gather_stage_states, split_stage, stage_index, stage_state_dict
 from megasense.tokenization import Tokenizer
 from megasense.training.checkpoint import TrainingCheckpoints
 from megasense.training.pretrain_log import StepReporter, flops_per_token
@@ -80,9 +84,12 @@ def _run(config: PretrainConfig, device: torch.device, *, resume: bool, callback
 
     mesh = build_mesh(config.parallel, device_type=device.type)
     head = HeadConfig(task="causal_lm" if model_cfg.is_decoder else "pretraining")
-    model = build_parallel_model(model_cfg, head, mesh, config, device)
+    pipeline = build_pipeline_model(model_cfg, head, mesh, config, device) if config.parallel.pp > 1 else None
+    model = pipeline.module if pipeline is not None else build_parallel_model(model_cfg, head, mesh, config, device)
     dataset = make_dataset(config, corpus, model_cfg, tokenizer)
-    trainer = Trainer(model, train_config(config), loss_context=lambda: loss_context(config.parallel))
+    trainer = Trainer(
+        model, train_config(config), loss_context=lambda: loss_context(config.parallel), pipeline=pipeline
+    )
     result = PretrainResult(steps=0)
     if checkpoints is not None and resume and checkpoints.latest() is not None:
         result.resumed_from = _resume(checkpoints, trainer, config)
@@ -113,7 +120,7 @@ def _run(config: PretrainConfig, device: torch.device, *, resume: bool, callback
     result.steps = trainer.step
     result.tokens_per_s, result.mfu = summary["tokens_per_s"], summary.get("mfu")
     if config.export.dir:
-        result.export_dir = str(export(model, model_cfg, head, config, tokenizer, trainer.step))
+        result.export_dir = str(export(model, model_cfg, head, config, tokenizer, trainer.step, mesh=mesh))
     return result
 
 
@@ -219,6 +226,27 @@ def build_parallel_model(
     return parallelize(model, mesh, config.parallel) if ddp else model
 
 
+def build_pipeline_model(
+    cfg: ModelConfig, head: HeadConfig, mesh, config: PretrainConfig, device: torch.device
+) -> Pipeline:
+    """``pp > 1``: this rank's stage, cut on the meta device (it never holds other stages' layers),
+    sharded over ``dp``/``tp``, loaded with its part of the one-device initial weights (any ``pp``
+    starts from the same model; tied copies start equal), and wrapped in its schedule."""
+    with torch.device("meta"):
+        model = build_model(cfg, head)
+    split = split_stage(model, stage=stage_index(mesh), num_stages=config.parallel.pp)
+    checkpointing = config.train.activation_checkpointing
+    if config.parallel.dp > 1 or config.parallel.tp > 1:
+        model = parallelize(model, mesh, config.parallel, activation_checkpointing=checkpointing)
+    else:
+        apply_activation_checkpointing(model, checkpointing)
+    model.to_empty(device=device)
+    full = _initial_weights(cfg, head, config.train.seed)
+    load_full_state_dict(model, stage_state_dict(full, split, list(model.state_dict())))
+    reset_buffers(model)
+    return Pipeline(model, split, mesh, config.parallel, causal_lm_loss)
+
+
 def _initial_weights(cfg: ModelConfig, head: HeadConfig, seed: int) -> dict[str, torch.Tensor]:
     """The weights one device initialises from ``seed`` (tied aliases left out), on the CPU."""
     with torch.device("meta"):
@@ -282,13 +310,16 @@ def sample_stream(
         position += micro * dp
 
 
-def export(model: nn.Module, cfg: ModelConfig, head: HeadConfig, config: PretrainConfig, tokenizer, step: int) -> Path:
-    """Gather the full weights on rank 0 and write the release directory (a collective)."""
+def export(
+    model: nn.Module, cfg: ModelConfig, head: HeadConfig, config: PretrainConfig, tokenizer, step: int, *, mesh=None
+) -> Path:
+    """Gather the full weights on rank 0 (from every pipeline stage) and write the release directory (a collective)."""
     inner = unwrap(model)
-    state = full_state_dict(inner)
+    state = gather_stage_states(inner, mesh) if config.parallel.pp > 1 else full_state_dict(inner)
     target = Path(config.export.dir)
     if dist.get_rank() == 0:
-        aliases = set(inner.tied_parameters())
+        with torch.device("meta"):
+            aliases = set(build_model(cfg, head).tied_parameters())  # a stage alone does not see its ties
         weights = {k: v for k, v in state.items() if k not in aliases}
         save_release(
             target,
