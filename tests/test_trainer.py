@@ -120,3 +120,14 @@ def test_tensorboard_option_type_is_checked():
     assert _pretrain_config("c", tensorboard="runs/a").train.tensorboard == "runs/a"
     with pytest.raises(ConfigError, match=r"run\.toml: .*train\.tensorboard=3"):
         _pretrain_config("c", tensorboard=3)
+
+
+def test_pretrain_with_activation_checkpointing_follows_the_same_curve(tiny_corpus):
+    """gpt-tiny has dropout on: recomputed layers must replay it, so the losses match a plain run."""
+    from megasense.training.pretrain import pretrain
+
+    plain = pretrain(_pretrain_config(tiny_corpus)).losses
+    for mode in ("full", "selective"):
+        assert pretrain(_pretrain_config(tiny_corpus, activation_checkpointing=mode)).losses == pytest.approx(
+            plain, abs=1e-6
+        )
