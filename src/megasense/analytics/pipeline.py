@@ -65,7 +65,7 @@ class AnalyzeOptions:
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be at least 1")
         if self.chunk_size < 1:
-            raise ValueError(f"chunk_size={self.chunk_size} must be at least 1")
+            raise ValueError(f"chunk_size={self.chunk_size} (--chunk-size) must be at least 1")
 
 
 @dataclass

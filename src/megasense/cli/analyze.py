@@ -37,12 +37,15 @@ def analyze(
     overwrite: Annotated[bool, typer.Option(help="Replace the analysis in --out.")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    chunk_size: Annotated[int, typer.Option(help="Rows read and held at a time (memory is bounded by it).")] = 8192,
 ) -> None:
     """Find topics, score sentiment and count both over time and per group; write SQL tables and a report.
 
     DIR gets analysis.duckdb (tables documents, topics, topic_terms, timeseries, groups), the same
     tables as Parquet under parquet/, summary.json (with per-stage timings), report.html (opens
-    offline) and the fitted topic model (model/, safetensors + JSON) that --append uses.
+    offline) and the fitted topic model (model/, safetensors + JSON) that --append uses. The input
+    is streamed in chunks of --chunk-size rows; texts that differ only in case or whitespace are
+    scored and embedded once.
 
     Examples:
 
@@ -75,6 +78,7 @@ def analyze(
                 clusterer=clusterer,
                 strict=strict,
                 report=report,
+                chunk_size=chunk_size,
             )
         except ImportError as exc:  # an optional extra is missing; the message names it
             raise ValueError(str(exc)) from None
