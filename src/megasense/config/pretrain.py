@@ -241,7 +241,12 @@ class PretrainConfig:
     def _check_pipeline(self) -> None:
         """What the driver does not combine with pipeline stages (yet), named before any process starts."""
         pp = self.parallel.pp
-        self.parallel.check_batch_size(self.train.micro_batch_size)
+        micro, chunks = self.train.micro_batch_size, self.parallel.num_microbatches
+        if micro % chunks:
+            raise ConfigError(
+                f"train.micro_batch_size={micro} is not divisible by parallel.microbatches={chunks} "
+                f"(the pipeline cuts each rank's batch into that many micro-batches; pp={pp})"
+            )
         if self.data.reset_position_ids:
             raise ConfigError(f"data.reset_position_ids needs parallel.pp=1 (pp={pp} stages pass hidden states only)")
         if self.parallel.tp > 1:

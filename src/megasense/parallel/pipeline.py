@@ -191,6 +191,10 @@ class Pipeline:
             dist.broadcast(loss, group_src=self.split.num_stages - 1, group=self.pp_group)
         return loss
 
+    def aliases(self) -> dict[str, str]:
+        """{name on this stage: the tie's first name} for tied copies held under another name (checkpoint keys)."""
+        return {name: first for name, first in self.split.shared.items() if name != first}
+
     def sync_tied_grads(self) -> None:
         """Sum the gradients of each tied weight's copies over the stages that hold one (once per step)."""
         params = dict(self.module.named_parameters(remove_duplicate=False))

@@ -2,8 +2,12 @@
 
 Model and optimizer go through ``torch.distributed.checkpoint`` (DCP) with the state-dict helpers of
 ``torch.distributed.checkpoint.state_dict``: every rank writes its own shards, keyed by the
-single-device parameter names with global shapes, so a checkpoint saved at one ``(dp, tp)`` layout
-loads at another (DCP reshards on load). Everything else is JSON: ``state.json`` (step, data
+single-device parameter names with global shapes, so a checkpoint saved at one ``(pp, dp, tp)`` layout
+loads at another (DCP reshards on load). Optimizer state is flattened per parameter name
+(``state.<name>.exp_avg``, ``param_groups.<name>.lr``): pipeline stages, each holding some of the
+parameters, then write disjoint keys that any layout reads back. A tied weight that a pipeline
+stage holds under another name (GPT-2's output layer on the last stage) is saved and loaded under
+the tie's first name, given as ``aliases``. Everything else is JSON: ``state.json`` (step, data
 position, scheduler, anything the caller adds) and one ``rng-rank-N.json`` per rank (Python, NumPy
 and torch generator states). Nothing is pickled.
 
@@ -36,7 +40,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from megasense.checkpoints.atomic import atomic_file
 from megasense.checkpoints.errors import CheckpointError
@@ -45,6 +49,7 @@ LATEST = "latest"
 STATE = "state.json"
 FORMAT = "megasense-training-checkpoint"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
 
 
 class TrainingCheckpoints:
@@ -68,8 +73,19 @@ class TrainingCheckpoints:
         complete = [p for p in self._step_dirs() if _complete(p)]
         return complete[-1] if complete else None
 
-    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
-        """Write checkpoint ``step`` (``state`` must be JSON-serialisable); returns its directory."""
+    def save(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
+        *,
+        aliases: dict[str, str] | None = None,
+    ) -> Path:
+        """Write checkpoint ``step`` (``state`` must be JSON-serialisable); returns its directory.
+
+        ``aliases``: {parameter name on this rank: name to save its optimizer state under}.
+        """
         rank = _rank()
         final = self.directory / f"step-{step:08d}"
         tmp = self.directory / f".{final.name}.tmp"
@@ -80,8 +96,8 @@ class TrainingCheckpoints:
             shutil.rmtree(tmp, ignore_errors=True)  # left by a save that was killed
         _barrier()
         try:
-            model_sd, optim_sd = get_state_dict(model, optimizer)
-            _save_shards({"model": model_sd, "optim": optim_sd}, tmp)
+            model_sd, optim_sd = get_state_dict(model, optimizer, options=_OPTIONS)
+            _save_shards({"model": model_sd, "optim": _renamed(optim_sd, aliases or {})}, tmp)
             (tmp / f"rng-rank-{rank}.json").write_text(json.dumps(rng_state()), encoding="utf-8")
             if rank == 0:
                 (tmp / STATE).write_text(text, encoding="utf-8")
@@ -115,6 +131,7 @@ class TrainingCheckpoints:
         path: str | Path | None = None,
         *,
         restore_rng: bool = True,
+        aliases: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Load model (and optimizer) shards from ``path`` (default: the latest); returns ``state.json``.
 
@@ -132,11 +149,12 @@ class TrainingCheckpoints:
             raise CheckpointError(path / STATE, f"is not valid JSON: {exc}") from None
         if state.get("format") != FORMAT:
             raise CheckpointError(path / STATE, f"format is {state.get('format')!r}, expected {FORMAT!r}")
+        aliases = aliases or {}
         if optimizer is not None:
-            model_sd, optim_sd = get_state_dict(model, optimizer)
-            shards = {"model": model_sd, "optim": optim_sd}
+            model_sd, optim_sd = get_state_dict(model, optimizer, options=_OPTIONS)
+            shards = {"model": model_sd, "optim": _renamed(optim_sd, aliases)}
         else:
-            shards = {"model": get_state_dict(model, [])[0]}
+            shards = {"model": get_state_dict(model, [], options=_OPTIONS)[0]}
         try:
             with warnings.catch_warnings():  # without a process group DCP says it assumes one process: so do we
                 warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -147,7 +165,8 @@ class TrainingCheckpoints:
             model,
             optimizer if optimizer is not None else [],
             model_state_dict=shards["model"],
-            optim_state_dict=shards.get("optim", {}),
+            optim_state_dict=_renamed(shards.get("optim", {}), {v: k for k, v in aliases.items()}),
+            options=_OPTIONS,
         )
         rng_file = path / f"rng-rank-{_rank()}.json"
         state["rng_restored"] = False
@@ -167,6 +186,21 @@ class TrainingCheckpoints:
         for old in complete[: max(0, len(complete) - self.keep)]:
             if old != newest:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _renamed(optim_sd: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """Flattened optimizer keys (``state.<name>.<field>``, ``param_groups.<name>.<field>``) with names renamed."""
+    if not aliases:
+        return optim_sd
+    out = {}
+    for key, value in optim_sd.items():
+        kind, _, rest = key.partition(".")
+        for old, new in aliases.items():
+            if rest.startswith(old + "."):
+                key = f"{kind}.{new}{rest[len(old) :]}"
+                break
+        out[key] = value
+    return out
 
 
 def rng_state() -> dict[str, Any]:

@@ -91,8 +91,9 @@ def _run(config: PretrainConfig, device: torch.device, *, resume: bool, callback
         model, train_config(config), loss_context=lambda: loss_context(config.parallel), pipeline=pipeline
     )
     result = PretrainResult(steps=0)
+    aliases = pipeline.aliases() if pipeline is not None else {}
     if checkpoints is not None and resume and checkpoints.latest() is not None:
-        result.resumed_from = _resume(checkpoints, trainer, config)
+        result.resumed_from = _resume(checkpoints, trainer, config, aliases)
 
     dp_mesh = sub_mesh(mesh, "dp")
     reporter = _reporter(config, model_cfg, start=trainer.step)
@@ -104,7 +105,8 @@ def _run(config: PretrainConfig, device: torch.device, *, resume: bool, callback
         reporter.step(record)
         step = trainer.step
         if checkpoints is not None and (step % config.checkpoint.every == 0 or step == config.train.max_steps):
-            result.checkpoint = str(checkpoints.save(step, model, trainer.optimizer, _train_state(trainer, config)))
+            saved = checkpoints.save(step, model, trainer.optimizer, _train_state(trainer, config), aliases=aliases)
+            result.checkpoint = str(saved)
         for callback in callbacks:
             callback(trainer, record)
 
@@ -143,10 +145,10 @@ def train_config(config: PretrainConfig) -> TrainConfig:
     )
 
 
-def _resume(checkpoints: TrainingCheckpoints, trainer: Trainer, config: PretrainConfig) -> int:
+def _resume(checkpoints: TrainingCheckpoints, trainer: Trainer, config: PretrainConfig, aliases: dict[str, str]) -> int:
     """Load the latest checkpoint into the trainer; its step. Called after the Trainer is built, so
     that the Trainer's seeding does not overwrite the restored generators."""
-    state = checkpoints.load(trainer.model, trainer.optimizer)
+    state = checkpoints.load(trainer.model, trainer.optimizer, aliases=aliases)
     if state["consumed_samples"] != state["step"] * config.global_batch_size:
         written = state["consumed_samples"] // max(1, state["step"])
         raise ConfigError(
