@@ -131,3 +131,20 @@ def test_pretrain_with_activation_checkpointing_follows_the_same_curve(tiny_corp
         assert pretrain(_pretrain_config(tiny_corpus, activation_checkpointing=mode)).losses == pytest.approx(
             plain, abs=1e-6
         )
+
+
+def test_fused_adamw_on_plain_parameters_makes_the_same_update():
+    from megasense.training.trainer import adamw, parameter_groups
+
+    models = [_Regression(), _Regression()]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = adamw(parameter_groups(models[0], 0.01), lr=0.1)
+    plain = torch.optim.AdamW(parameter_groups(models[1], 0.01), lr=0.1)
+    assert fused.defaults["fused"] is True
+    for batch in _batches(3):
+        for model, opt in zip(models, (fused, plain), strict=True):
+            model(**batch).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
