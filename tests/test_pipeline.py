@@ -34,6 +34,14 @@ SCENARIOS: dict[str, tuple[str, dict, int]] = {
     "1f1b_llama": ("llama", dict(pp=2, pp_schedule="1f1b"), 1),
     "gpipe_llama_4_layers": ("llama4", dict(pp=2, pp_schedule="gpipe", microbatches=4), 1),
 }
+# On four ranks: stages sharded by FSDP2 over dp, or split by tensor parallelism (vocab-parallel tied
+# embedding and output layer, with and without sequence parallelism). Four processes on two cores
+# cost more, so these three share one start.
+SCENARIOS_4: dict[str, tuple[str, dict, int]] = {
+    "gpipe_fsdp_gpt_tied": ("gpt", dict(pp=2, dp=2, pp_schedule="gpipe"), 1),
+    "1f1b_tp_gpt_tied": ("gpt", dict(pp=2, tp=2), 1),
+    "1f1b_tp_sp_llama": ("llama", dict(pp=2, tp=2, sequence_parallel=True, loss_parallel=False), 1),
+}
 
 
 def _model_config(kind: str):
@@ -50,8 +58,13 @@ def _batch(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     return input_ids, labels
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def _scenario(rank: int, kind: str, options: dict, accum: int) -> dict:
-    from megasense.parallel import clip_grad_norm_
+    from megasense.parallel import clip_grad_norm_, full_state_dict, loss_context, parallelize
+    from megasense.parallel.pipeline import Pipeline, stage_index
 
     config = ParallelConfig(**options)
     cfg = _model_config(kind)
@@ -60,21 +73,32 @@ def _scenario(rank: int, kind: str, options: dict, accum: int) -> dict:
     reference.init_weights()
     initial = {k: v.clone() for k, v in reference.state_dict().items()}
     mesh = build_mesh(config, device_type="cpu")
-    pipe = build_pipeline(copy.deepcopy(reference), mesh, config, causal_lm_loss)
+    if config.dp == config.tp == 1:
+        pipe = build_pipeline(copy.deepcopy(reference), mesh, config, causal_lm_loss)
+    else:  # cut first, then shard the stage over dp / tp, as the pretrain driver does
+        stage = copy.deepcopy(reference)
+        split = split_stage(stage, stage=stage_index(mesh), num_stages=config.pp)
+        pipe = Pipeline(parallelize(stage, mesh, config), split, mesh, config, causal_lm_loss)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=LR)
     opt = torch.optim.SGD(pipe.module.parameters(), lr=LR)
     ref_params = dict(reference.named_parameters(remove_duplicate=False))
     input_ids, labels = _batch(cfg)
+    dp_rank = mesh["dp"].get_local_rank()
+    local_ids, local_labels = input_ids.chunk(config.dp)[dp_rank], labels.chunk(config.dp)[dp_rank]
     diffs = {"loss": 0.0, "norm": 0.0, "grad": 0.0, "min_norm": float("inf")}
     for _ in range(STEPS):
         ref_opt.zero_grad()
         ref_loss = reference(input_ids, labels=labels).loss
         ref_loss.backward()
         opt.zero_grad()
-        parts = zip(input_ids.chunk(accum), labels.chunk(accum), strict=True)
-        loss = sum(pipe.step(ids, lab, scale=1 / accum) for ids, lab in parts) / accum
+        parts = zip(local_ids.chunk(accum), local_labels.chunk(accum), strict=True)
+        with loss_context(config):
+            loss = sum(pipe.step(ids, lab, scale=1 / accum) for ids, lab in parts) / accum
+        if config.dp > 1:  # each data-parallel rank saw its slice; the global loss is their mean
+            torch.distributed.all_reduce(loss, group=mesh["dp"].get_group())
+            loss = loss / config.dp
         pipe.sync_tied_grads()
-        grads = {n: p.grad.clone() for n, p in pipe.module.named_parameters(remove_duplicate=False)}
+        grads = {n: _full(p.grad) for n, p in pipe.module.named_parameters(remove_duplicate=False)}
         diffs["grad"] = max(diffs["grad"], *((g - ref_params[n].grad).abs().max().item() for n, g in grads.items()))
         ref_norm = clip_grad_norm_(reference.parameters(), MAX_NORM)
         norm = pipe.clip_grad_norm_(MAX_NORM)
@@ -83,17 +107,19 @@ def _scenario(rank: int, kind: str, options: dict, accum: int) -> dict:
         diffs["loss"] = max(diffs["loss"], abs(loss.item() - ref_loss.item()))
         diffs["norm"] = max(diffs["norm"], abs(norm.item() - ref_norm.item()))
         diffs["min_norm"] = min(diffs["min_norm"], ref_norm.item())
-    state, expected = pipe.module.state_dict(), reference.state_dict()
+    state, expected = full_state_dict(pipe.module, rank0_only=False), reference.state_dict()
     diffs["param"] = max((v - expected[k]).abs().max().item() for k, v in state.items())
     diffs["moved"] = max((expected[k] - initial[k]).abs().max().item() for k in state)
     diffs["keys"] = sorted(state)
     diffs["layers"] = list(pipe.split.layers)
+    diffs["stage"] = pipe.split.index
     return diffs
 
 
 def _all_scenarios(rank: int, world_size: int) -> dict:
     results: dict = {}
-    for name, (kind, options, accum) in SCENARIOS.items():
+    table = SCENARIOS if world_size == 2 else SCENARIOS_4
+    for name, (kind, options, accum) in table.items():
         try:
             results[name] = _scenario(rank, kind, options, accum)
         except Exception:
@@ -106,11 +132,12 @@ def results() -> list[dict]:
     return run_distributed(_all_scenarios, world_size=2, timeout=240)
 
 
-@pytest.mark.distributed
-@pytest.mark.parametrize("name", list(SCENARIOS))
-def test_pp2_matches_pp1(results, name):
-    kind = SCENARIOS[name][0]
-    per_rank = [r[name] for r in results]
+@pytest.fixture(scope="module")
+def results_4() -> list[dict]:
+    return run_distributed(_all_scenarios, world_size=4, timeout=300)
+
+
+def _check(name: str, kind: str, per_rank: list) -> None:
     for rank, got in enumerate(per_rank):
         assert isinstance(got, dict), f"{name} failed on rank {rank}:\n{got}"
         assert got["min_norm"] > MAX_NORM, "the test must exercise clipping"
@@ -120,11 +147,25 @@ def test_pp2_matches_pp1(results, name):
     # The stages split the layers evenly and together hold every tensor of the whole model, by its own name.
     cfg = _model_config(kind)
     half = cfg.num_layers // 2
-    assert [got["layers"] for got in per_rank] == [list(range(half)), list(range(half, cfg.num_layers))]
-    first, last = (set(got["keys"]) for got in per_rank)
+    by_stage = {got["stage"]: got for got in per_rank}
+    assert [by_stage[i]["layers"] for i in (0, 1)] == [list(range(half)), list(range(half, cfg.num_layers))]
+    first, last = (set(by_stage[i]["keys"]) for i in (0, 1))
     assert first | last == set(build_model(cfg).state_dict())
     assert not first & last
     assert "embedding.word_embeddings.weight" in first and "output_layer.weight" in last
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("name", list(SCENARIOS_4))
+def test_pp2_with_dp_or_tp_matches_one_device(results_4, name):
+    _check(name, SCENARIOS_4[name][0], [r[name] for r in results_4])
+    assert [r[name]["stage"] for r in results_4] == [0, 0, 1, 1]  # pp is the outer mesh axis
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_pp2_matches_pp1(results, name):
+    _check(name, SCENARIOS[name][0], [r[name] for r in results])
 
 
 def test_split_stages_chain_to_the_whole_model():

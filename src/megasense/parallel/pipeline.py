@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.tensor import DTensor
 
 from megasense.config.model import ConfigError
 from megasense.config.parallel import ParallelConfig
@@ -183,7 +184,8 @@ class Pipeline:
         self._scale = scale
         if self.split.is_last:
             self.schedule.step(*args, target=labels, losses=losses, return_outputs=False)
-            loss = torch.stack([x.detach().float() for x in losses]).sum() / scale
+            # With loss_parallel (tp > 1) each loss is a replicated DTensor: its full value is the loss.
+            loss = torch.stack([_full(x.detach()).float() for x in losses]).sum() / scale
         else:
             self.schedule.step(*args, return_outputs=False)
             loss = torch.zeros((), device=input_ids.device)
@@ -200,10 +202,14 @@ class Pipeline:
         params = dict(self.module.named_parameters(remove_duplicate=False))
         for first, group in self.tie_groups:
             name = next(n for n, f in self.split.shared.items() if f == first)
-            grad = params[name].grad
-            if grad is None:
-                grad = params[name].grad = torch.zeros_like(params[name])
-            dist.all_reduce(_local(grad), group=group)
+            param = params[name]
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            elif isinstance(param.grad, DTensor) and param.grad.placements != param.placements:
+                # A vocab-parallel embedding's gradient may come back replicated; the copies on the
+                # two stages must be laid out alike before their local tensors are summed.
+                param.grad = param.grad.redistribute(param.device_mesh, param.placements)
+            dist.all_reduce(_local(param.grad), group=group)
 
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
         """Clip by the 2-norm over the whole model (every stage, tied weights once); returns the norm."""
@@ -221,6 +227,10 @@ class Pipeline:
                 if p.grad is not None:
                     _local(p.grad).mul_(coef.to(_local(p.grad).device))
         return total
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def stage_index(mesh: DeviceMesh) -> int:
