@@ -92,6 +92,34 @@ def runs(corpus, tmp_path_factory):  # noqa: F811
     }
 
 
+@pytest.fixture(scope="module")
+def runs_4(runs, corpus, tmp_path_factory):  # noqa: F811
+    """pp=2 x dp=2 (FSDP2) and pp=2 x tp=2 on four gloo ranks, started once; the same global batch of 8."""
+    from megasense.parallel.launch import run_distributed
+
+    root = tmp_path_factory.mktemp("pp4")
+    ppdp = _run_config(corpus, root, "pp2-dp2", pp=2, dp=2)
+    configs = {
+        "pp2_dp2": replace(ppdp, train=replace(ppdp.train, micro_batch_size=2)),
+        "pp2_tp2": _run_config(corpus, root, "pp2-tp2", pp=2, tp=2, pp_schedule="gpipe"),
+    }
+    results = run_distributed(_ranks, world_size=4, args=(list(configs.values()), []), timeout=500)
+    return {name: (cfg, [r[i] for r in results]) for i, (name, cfg) in enumerate(configs.items())}
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("layout", ["pp2_dp2", "pp2_tp2"])
+def test_pp2_with_dp_or_tp_pretrain_follows_the_one_device_run(runs, runs_4, layout):
+    single, (losses, norms) = runs["pp1"]
+    cfg, per_rank = runs_4[layout]
+    assert all(got == per_rank[0] for got in per_rank)
+    assert per_rank[0][0] == pytest.approx(losses, abs=TOL)
+    assert per_rank[0][1] == pytest.approx(norms, abs=TOL)
+    a, b = _weights(single), _weights(cfg)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < TOL
+
+
 def _weights(cfg) -> dict[str, torch.Tensor]:
     return load_file(str(Path(cfg.export.dir) / "model.safetensors"))
 
@@ -152,7 +180,7 @@ def test_pipeline_options_the_driver_refuses_are_named(corpus, tmp_path):  # noq
     indivisible = r"^run: train.micro_batch_size=3 is not divisible by parallel.microbatches=2 \("
     with pytest.raises(ConfigError, match=indivisible):
         _config(corpus, tmp_path, train={"micro_batch_size": 3}, parallel={"pp": 2})
-    with pytest.raises(ConfigError, match=r"^run: parallel.pp=2 with tp=2 is not supported by the driver; use tp=1$"):
-        _config(corpus, tmp_path, parallel={"pp": 2, "tp": 2})
+    with pytest.raises(ConfigError, match=r"^run: parallel.pp=2 with data_parallel='ddp' is not supported; use 'fsdp'"):
+        _config(corpus, tmp_path, parallel={"pp": 2, "dp": 2, "data_parallel": "ddp"})
     with pytest.raises(ConfigError, match=r"^run: data.reset_position_ids needs parallel.pp=1"):
         _config(corpus, tmp_path, data={"reset_position_ids": True}, parallel={"pp": 2})

@@ -239,7 +239,7 @@ class PretrainConfig:
             self._check_pipeline()
 
     def _check_pipeline(self) -> None:
-        """What the driver does not combine with pipeline stages (yet), named before any process starts."""
+        """What the driver cannot combine with pipeline stages, named before any process starts."""
         pp = self.parallel.pp
         micro, chunks = self.train.micro_batch_size, self.parallel.num_microbatches
         if micro % chunks:
@@ -249,8 +249,6 @@ class PretrainConfig:
             )
         if self.data.reset_position_ids:
             raise ConfigError(f"data.reset_position_ids needs parallel.pp=1 (pp={pp} stages pass hidden states only)")
-        if self.parallel.tp > 1:
-            raise ConfigError(f"parallel.pp={pp} with tp={self.parallel.tp} is not supported by the driver; use tp=1")
         if self.parallel.dp > 1 and self.parallel.data_parallel == "ddp":
             raise ConfigError(f"parallel.pp={pp} with data_parallel='ddp' is not supported; use 'fsdp'")
 
