@@ -150,11 +150,12 @@ class TrainingCheckpoints:
         if state.get("format") != FORMAT:
             raise CheckpointError(path / STATE, f"format is {state.get('format')!r}, expected {FORMAT!r}")
         aliases = aliases or {}
+        options = _OPTIONS if _flat_optimizer_state(path) else StateDictOptions()
         if optimizer is not None:
-            model_sd, optim_sd = get_state_dict(model, optimizer, options=_OPTIONS)
+            model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
             shards = {"model": model_sd, "optim": _renamed(optim_sd, aliases)}
         else:
-            shards = {"model": get_state_dict(model, [], options=_OPTIONS)[0]}
+            shards = {"model": get_state_dict(model, [], options=options)[0]}
         try:
             with warnings.catch_warnings():  # without a process group DCP says it assumes one process: so do we
                 warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -166,7 +167,7 @@ class TrainingCheckpoints:
             optimizer if optimizer is not None else [],
             model_state_dict=shards["model"],
             optim_state_dict=_renamed(shards.get("optim", {}), {v: k for k, v in aliases.items()}),
-            options=_OPTIONS,
+            options=options,
         )
         rng_file = path / f"rng-rank-{_rank()}.json"
         state["rng_restored"] = False
@@ -186,6 +187,15 @@ class TrainingCheckpoints:
         for old in complete[: max(0, len(complete) - self.keep)]:
             if old != newest:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _flat_optimizer_state(path: Path) -> bool:
+    """False for checkpoints written before optimizer state was flattened (``optim.param_groups.0.*`` keys)."""
+    try:
+        keys = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    except Exception as exc:
+        raise CheckpointError(path / ".metadata", f"cannot be read: {_short(exc)}") from exc
+    return not any(key.startswith("optim.param_groups.0.") for key in keys)
 
 
 def _renamed(optim_sd: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
