@@ -41,13 +41,15 @@ SCENARIOS_4: dict[str, tuple[str, dict, int]] = {
     "gpipe_fsdp_gpt_tied": ("gpt", dict(pp=2, dp=2, pp_schedule="gpipe"), 1),
     "1f1b_tp_gpt_tied": ("gpt", dict(pp=2, tp=2), 1),
     "1f1b_tp_sp_llama": ("llama", dict(pp=2, tp=2, sequence_parallel=True, loss_parallel=False), 1),
+    # Four stages: the tied embedding's copies (first and last stage) sum over a group of their own.
+    "1f1b_pp4_gpt_tied": ("gpt4", dict(pp=4, microbatches=4), 1),
 }
 
 
 def _model_config(kind: str):
-    cfg = {"gpt": gpt_tiny, "llama": llama_tiny, "llama4": llama_tiny}[kind]()
+    cfg = {"gpt": gpt_tiny, "llama": llama_tiny, "llama4": llama_tiny, "gpt4": gpt_tiny}[kind]()
     cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
-    return cfg.replace(num_layers=4) if kind == "llama4" else cfg
+    return cfg.replace(num_layers=4) if kind.endswith("4") else cfg
 
 
 def _batch(cfg) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,20 +148,21 @@ def _check(name: str, kind: str, per_rank: list) -> None:
             assert got[key] < TOL, f"{name} rank {rank}: {key} differs by {got[key]:.3g} from pp=1"
     # The stages split the layers evenly and together hold every tensor of the whole model, by its own name.
     cfg = _model_config(kind)
-    half = cfg.num_layers // 2
     by_stage = {got["stage"]: got for got in per_rank}
-    assert [by_stage[i]["layers"] for i in (0, 1)] == [list(range(half)), list(range(half, cfg.num_layers))]
-    first, last = (set(by_stage[i]["keys"]) for i in (0, 1))
-    assert first | last == set(build_model(cfg).state_dict())
-    assert not first & last
-    assert "embedding.word_embeddings.weight" in first and "output_layer.weight" in last
+    pp = len(by_stage)
+    assert [by_stage[i]["layers"] for i in range(pp)] == [list(stage_layers(cfg.num_layers, pp, i)) for i in range(pp)]
+    keys = [set(by_stage[i]["keys"]) for i in range(pp)]
+    assert set().union(*keys) == set(build_model(cfg).state_dict())
+    assert sum(map(len, keys)) == len(set().union(*keys)), "no tensor on two stages"
+    assert "embedding.word_embeddings.weight" in keys[0] and "output_layer.weight" in keys[-1]
 
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("name", list(SCENARIOS_4))
 def test_pp2_with_dp_or_tp_matches_one_device(results_4, name):
     _check(name, SCENARIOS_4[name][0], [r[name] for r in results_4])
-    assert [r[name]["stage"] for r in results_4] == [0, 0, 1, 1]  # pp is the outer mesh axis
+    pp = SCENARIOS_4[name][1]["pp"]
+    assert [r[name]["stage"] for r in results_4] == [rank * pp // 4 for rank in range(4)]  # pp: the outer axis
 
 
 @pytest.mark.distributed

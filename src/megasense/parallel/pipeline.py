@@ -9,9 +9,9 @@ micro-batch, and the micro-batch losses are averaged, which equals the loss of t
 every micro-batch has the same number of targets.
 
 Tied weights (GPT-2's word embedding reused by the output layer) end up on two stages: the first
-keeps the embedding, the last the output layer. Both copies start equal; :meth:`Pipeline.step`
-sums their gradients over the stages that hold them (Megatron's "embedding group") before the
-optimizer runs, so they stay equal, and the gradient norm counts them once.
+keeps the embedding, the last the output layer. Both copies start equal;
+:meth:`Pipeline.sync_tied_grads` sums their gradients over the stages that hold them (Megatron's
+"embedding group") before the optimizer runs, so they stay equal, and the gradient norm counts them once.
 """
 
 from __future__ import annotations
