@@ -184,3 +184,37 @@ def test_pipeline_options_the_driver_refuses_are_named(corpus, tmp_path):  # noq
         _config(corpus, tmp_path, parallel={"pp": 2, "dp": 2, "data_parallel": "ddp"})
     with pytest.raises(ConfigError, match=r"^run: data.reset_position_ids needs parallel.pp=1"):
         _config(corpus, tmp_path, data={"reset_position_ids": True}, parallel={"pp": 2})
+
+
+def test_torchrun_two_pipeline_stages(corpus, tmp_path):  # noqa: F811
+    """What a user types: torchrun starts two gloo ranks, one stage each, from the tiny config."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from test_pretrain import CONFIGS
+
+    run = tmp_path / "run"
+    argv = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "-m", "megasense.cli.main", "pretrain", str(CONFIGS / "gpt-tiny-cpu.toml"),
+        "--set", f"data.prefix={corpus['prefix']}", "--set", f"data.tokenizer={corpus['tokenizer']}",
+        "--set", "parallel.pp=2", "--set", "parallel.microbatches=4",
+        "--set", "train.max_steps=10", "--set", "train.device=cpu",
+        "--set", "train.progress=false", "--set", f"train.metrics_path={run / 'metrics.jsonl'}",
+        "--set", f"checkpoint.dir={run / 'ckpt'}", "--set", "checkpoint.every=10",
+        "--set", f"export.dir={run / 'model'}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained to step 10") == 1
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["config"]["parallel"]["pp"] == 2 and records[-1]["steps"] == 10
+    shards = sorted(p.name for p in (run / "ckpt" / "step-00000010").glob("*.distcp"))
+    assert shards == ["__0_0.distcp", "__1_0.distcp"]  # each stage writes its own parameters
+    weights = load_file(str(run / "model" / "model.safetensors"))
+    assert {"embedding.word_embeddings.weight", "layers.0.mlp.dense_4h_to_h.weight", "final_layernorm.weight"} <= set(
+        weights
+    )  # gathered from both stages
