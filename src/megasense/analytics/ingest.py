@@ -3,7 +3,7 @@
 Memory is bounded by the chunk, not the corpus. Of each row only small values stay (its distinct
 text's id, its file row, its date and group values); the row itself goes to the ``_input`` table of
 a work database chunk by chunk, and the embeddings of the distinct texts to a float32 file that the
-topic model reads back as a memmap. Texts that differ only in case, whitespace or Unicode form
+topic model reads back a block at a time. Texts that differ only in case, whitespace or Unicode form
 (NFKC) are one distinct text: scored and embedded once, through the first of them, and the result
 is given to every row.
 """
@@ -22,6 +22,7 @@ import pandas as pd
 from megasense.analytics import store
 from megasense.analytics.protocols import Embedder, Progress, score_texts
 from megasense.analytics.text import TermCounter, normalize_text
+from megasense.analytics.vectors import VectorFile
 from megasense.data.tables import TableError, read_chunks, require_column
 
 INPUT = "_input"
@@ -90,8 +91,8 @@ class Ingested:
     """(N,) file row numbers."""
     times: pd.Series | None
     groups: pd.Series | None
-    vectors: np.ndarray
-    """(U, dim) float32 embeddings of the distinct texts, a memmap."""
+    vectors: VectorFile | np.ndarray
+    """(U, dim) float32 embeddings of the distinct texts, in a file read a block at a time."""
     sentiment: tuple[np.ndarray, np.ndarray, np.ndarray]
     """(U,) labels, scores, polarity of the distinct texts."""
     first_doc: np.ndarray
@@ -169,7 +170,7 @@ class _Sink:
         self.handle.close()
         if not count:
             return np.zeros((0, self.dim or 1), dtype=np.float32)
-        return np.memmap(self.path, dtype=np.float32, mode="r", shape=(count, self.dim))
+        return VectorFile(self.path, count, self.dim)
 
 
 def ingest(

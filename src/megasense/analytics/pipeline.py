@@ -192,7 +192,7 @@ class _Run:
                         write_report(tmp / store.REPORT, tables, summary)
         finally:
             con.close()
-            del got  # the memmap, before its file goes
+            del got  # the embeddings, before their file goes
             shutil.rmtree(work, ignore_errors=True)
         inner = {"reduce": "reduce", "cluster": "cluster", "represent": "keywords"}
         parts = {f"topics.{name}": round(model.timings_[key], 4) for key, name in inner.items() if existing is None}

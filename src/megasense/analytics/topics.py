@@ -117,7 +117,7 @@ class TopicModel:
     ) -> np.ndarray:
         """Topics of distinct texts given by their rows, for corpora read in chunks; returns a topic per row.
 
-        ``vectors``: (U, dim) embeddings, raw or unit length, possibly a memmap (read in blocks);
+        ``vectors``: (U, dim) embeddings, raw or unit length, possibly a VectorFile or memmap (read in blocks);
         ``counts``: how many documents each stands for; ``X``: (U, terms) counts over ``vocabulary``
         (``TermCounter``); ``texts_of(rows)``: the texts of a few rows (the representative posts).
         """
@@ -226,7 +226,8 @@ class TopicModel:
             self.reducer_.fit(gather(vectors, sample))
             advance(len(sample))
             parts = []
-            for _, block in blocks(vectors, rows, size=8 * BLOCK):
+            # Blocks above 10,000 rows: UMAP's transform runs 30 epochs on them (100 on smaller ones).
+            for _, block in blocks(vectors, rows, size=3 * BLOCK):
                 parts.append(np.asarray(self.reducer_.transform(block), dtype=np.float32))
                 advance(len(block))
         return np.concatenate(parts)

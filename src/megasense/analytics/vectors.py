@@ -7,11 +7,35 @@ and the results do not depend on how the rows were written (one chunk or many).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 
 BLOCK = 4096
+
+
+class VectorFile:
+    """(rows, dim) float32 rows in a raw file, indexed like an array; read a block at a time.
+
+    The file is mapped only while a block is copied out, so the pages read do not stay counted in
+    the process's memory the way a long-lived memmap's do.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, path: Path, rows: int, dim: int) -> None:
+        self.path, self.shape = path, (rows, dim)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        mapped = np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
+        try:
+            return np.array(mapped[rows])
+        finally:
+            del mapped
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
