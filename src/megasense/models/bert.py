@@ -203,11 +203,16 @@ class BertForPreTraining(BertModel):
         binary_labels: torch.Tensor | None = None,
     ) -> MaskedLMOutput:
         out = self.encode(input_ids, attention_mask, token_type_ids)
-        logits = self.lm_head(out.last_hidden_state)  # (B, T, V_padded)
         binary_logits = self.binary_head(out.pooled_output) if self.binary_head is not None else None
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        if labels is None:
+            logits = self.lm_head(out.last_hidden_state)  # (B, T, V_padded)
+        else:
+            # Only the labelled positions (~15%) are scored: the output layer is the largest matrix
+            # multiplication of a small BERT, and the loss needs no other rows.
+            picked = labels != -100  # (B, T)
+            logits = self.lm_head(out.last_hidden_state[picked])  # (N, V_padded)
+            loss = F.cross_entropy(logits.float(), labels[picked])
             if binary_labels is not None and binary_logits is not None:
                 loss = loss + F.cross_entropy(binary_logits.float(), binary_labels)
         return MaskedLMOutput(logits=logits, binary_logits=binary_logits, loss=loss)

@@ -32,7 +32,8 @@ class EmbeddingOutput:
 @dataclass
 class MaskedLMOutput:
     logits: torch.Tensor
-    """(B, T, padded_vocab) token scores."""
+    """(B, T, padded_vocab) token scores; with ``labels``, (N, padded_vocab) for the N labelled
+    positions only (in order, i.e. ``logits_all[labels != -100]``)."""
     binary_logits: torch.Tensor | None = None
     """(B, 2) sentence-order scores, for models with a binary head."""
     loss: torch.Tensor | None = None
