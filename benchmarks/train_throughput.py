@@ -11,7 +11,8 @@ Two shapes, each trained from the same initial weights on the same batches of En
 Baseline: the transformers model, ``torch.optim.AdamW`` (its default implementation),
 ``clip_grad_norm_`` and the loop everyone writes first (with ``torch.autocast`` for the bf16 rows).
 Ours: ``megasense.training.Trainer`` (the loop ``megasense pretrain`` runs; fused AdamW) on the
-megasense model. Both: AdamW (lr 3e-4, betas 0.9/0.999, no weight decay, so the two optimizers
+megasense model, whose masked-LM head scores only the masked positions (transformers scores all
+of them; the loss is the same). Both: AdamW (lr 3e-4, betas 0.9/0.999, no weight decay, so the two optimizers
 make the same update up to rounding), clipping at 1.0, no dropout,
 the vocabulary unpadded (``make_vocab_size_divisible_by = 1``, so both compute the same logits).
 The ours model's weights are copied into the transformers model, so the loss curves should agree:
