@@ -165,3 +165,29 @@ def test_append_with_small_chunks_matches_one_chunk(tmp_path):
     query = "SELECT * FROM documents ORDER BY doc_id"
     pd.testing.assert_frame_equal(_sql(tmp_path / "one", query), _sql(tmp_path / "many", query))
     assert np.array_equal(_sql(tmp_path / "one", "SELECT batch FROM documents")["batch"].unique(), [0, 1])
+
+
+def test_pipeline_reduces_through_a_sample_read_back_in_blocks(tmp_path):
+    rows = english_rows(300)
+    model = TopicModel(reducer_kind="pca", min_topic_size=5, reduce_sample=60)
+    _run(write_csv(tmp_path / "in.csv", rows), tmp_path / "out", topic_model=model, chunk_size=50)
+    assert model.reduced_on_ == 60
+    docs = _sql(tmp_path / "out", "SELECT topic, truth FROM documents WHERE topic >= 0")
+    purity = docs.groupby("topic")["truth"].agg(lambda s: s.value_counts().iloc[0] / len(s))
+    assert len(purity) >= 3 and purity.mean() > 0.9 and len(docs) > 250
+
+
+def test_cli_shows_a_bar_per_stage(tmp_path, monkeypatch, capsys):
+    from megasense.analytics import pipeline
+    from megasense.cli.main import main
+
+    monkeypatch.setattr(pipeline, "_load_embedder", lambda name: FakeEmbedder())
+    monkeypatch.setattr(pipeline, "_load_scorer", lambda name: FakeScorer())
+    source = write_csv(tmp_path / "in.csv", english_rows(120))
+    with pytest.raises(SystemExit) as done:
+        main(["analyze", str(source), "--out", str(tmp_path / "out"), "--reducer", "pca", "--chunk-size", "25"])
+    assert done.value.code in (0, None)
+    err = capsys.readouterr().err
+    for stage in ("reading", "sentiment", "embedding", "reduce", "cluster", "keywords", "writing"):
+        assert stage in err
+    assert "120/120" in err
