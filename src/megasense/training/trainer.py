@@ -189,6 +189,8 @@ class Trainer:
         # A megasense.parallel.Pipeline whose stage is ``model``: its schedule runs each batch's forward
         # and backward; tied copies are synced and gradients clipped over all stages before each step.
         self.pipeline = pipeline
+        if pipeline is not None and evaluate is not None:
+            raise ValueError("evaluate is not supported with a pipeline: a stage alone cannot run the model")
         self.grad_norm: float | None = None
         if config.activation_checkpointing != "none":
             from megasense.parallel import unwrap
