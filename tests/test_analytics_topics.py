@@ -22,6 +22,12 @@ def test_segmenter_english_drops_stop_words_noise_and_keeps_clause_bigrams():
     assert terms == ["battery", "life", "great", "battery life", "life great"]
 
 
+def test_segmenter_reads_literal_unicode_escapes():
+    terms = Segmenter()(r"Plus\u002c tomorrow is busy\u002c Somebody\u2019s debate")
+    assert not any("u002c" in t or "u2019" in t for t in terms)
+    assert "somebody" in terms and "tomorrow busy" in terms and "busy somebody" not in terms  # the comma splits
+
+
 def test_segmenter_chinese_uses_jieba_and_chinese_stop_words():
     terms = Segmenter()("配送速度很快，味道也不错")
     assert {"配送", "速度", "味道", "不错"} <= set(terms)

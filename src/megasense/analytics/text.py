@@ -26,6 +26,9 @@ _NOISE = re.compile(
     r"https?://\S+|www\.\S+|\S+@\S+\.\w+|@\w+|\bURL\b|\bAT_USER\b|&(?:amp|lt|gt|quot);",
     re.IGNORECASE,
 )
+# Literal "\u002c" / "\u2019" escapes, left in some exported corpora (tweets-sentiment-en has them):
+# read as the characters they stand for, so "day\u002c with" splits at the comma and is no keyword "u002c".
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _CLAUSE = re.compile(r"[.,;:!?()\[\]{}\"“”«»/|\n\r\t。，、；：！？（）【】《》「」『』…～~]+")
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9]*(?:['’][a-z]+)?")
@@ -80,6 +83,7 @@ class Segmenter:
         """The words of each clause (text between punctuation marks); word pairs never cross a clause."""
         if not text:
             return []
+        text = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
         text = _NOISE.sub(" ", text).lower()
         return [words for piece in _CLAUSE.split(text) if (words := self._clause_words(piece))]
 
