@@ -12,9 +12,10 @@ Baseline: the transformers model, ``torch.optim.AdamW`` (its default implementat
 ``clip_grad_norm_`` and the loop everyone writes first (with ``torch.autocast`` for the bf16 rows).
 Ours: ``megasense.training.Trainer`` (the loop ``megasense pretrain`` runs; fused AdamW) on the
 megasense model, whose masked-LM head scores only the masked positions (transformers scores all
-of them; the loss is the same). Both: AdamW (lr 3e-4, betas 0.9/0.999, no weight decay, so the two optimizers
-make the same update up to rounding), clipping at 1.0, no dropout,
-the vocabulary unpadded (``make_vocab_size_divisible_by = 1``, so both compute the same logits).
+of them; the loss is the same). Both: AdamW (lr 3e-4, betas 0.9/0.999, no weight decay, so the two
+optimizers make the same update up to rounding), clipping at 1.0, no dropout, the vocabulary
+unpadded (``make_vocab_size_divisible_by = 1``, so both compute the same logits). The last lines
+compare megasense in bf16 with transformers in fp32.
 The ours model's weights are copied into the transformers model, so the loss curves should agree:
 ``max|dloss|`` is the largest difference between the two curves over all steps.
 
@@ -198,7 +199,8 @@ def tokens_per_s(stamps: list[tuple[float, float]], tokens_per_step: int) -> tup
 
 def bench(
     name: str, tokenizer, precision: str, *, steps: int, batch: int | None, seq: int | None, repeats: int
-) -> None:
+) -> dict[str, tuple[float, float]]:
+    """Prints one row; returns {side: (tokens/s, tokens/cpu-s)}."""
     shape = SHAPES[name]
     batch, seq = batch or shape["batch"], seq or shape["seq"]
     cfg = model_config(name, tokenizer.vocab_size)
@@ -231,6 +233,7 @@ def bench(
         f"max|dloss| {gap:.2e}",
         flush=True,
     )
+    return {"theirs": (base, base_cpu), "ours": (mine, mine_cpu)}
 
 
 def main() -> None:
@@ -250,9 +253,21 @@ def main() -> None:
     from megasense.checkpoints.loading import load_model
 
     tokenizer = load_model("all-minilm-l6-v2").tokenizer
+    summary = []
     for name in ("minilm", "gpt") if args.model == "both" else (args.model,):
+        rows = {}
         for precision in precisions:
-            bench(name, tokenizer, precision, steps=args.steps, batch=args.batch, seq=args.seq, repeats=args.repeats)
+            rows[precision] = bench(
+                name, tokenizer, precision, steps=args.steps, batch=args.batch, seq=args.seq, repeats=args.repeats
+            )
+        if {"fp32", "bf16"} <= set(rows):  # the goal: bf16 mixed precision against the fp32 baseline
+            (wall, cpu), (base_wall, base_cpu) = rows["bf16"]["ours"], rows["fp32"]["theirs"]
+            summary.append(
+                f"{name}: megasense bf16 / transformers fp32 = {wall / base_wall:.2f}x "
+                f"({cpu / base_cpu:.2f}x per cpu-s)"
+            )
+    for line in summary:
+        print(line)
     print(f"peak RSS {peak_rss_mb():.0f} MB, {args.threads} threads, torch {torch.__version__}")
 
 
