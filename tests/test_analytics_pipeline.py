@@ -166,7 +166,7 @@ def test_bad_and_mixed_timezone_dates_are_reported_and_skipped(tmp_path):
     source = write_csv(tmp_path / "in.csv", rows)
     result = _run(source, tmp_path / "out", time_col="date")
     text = " ".join(result.warnings)
-    assert "1 values of column 'date' are not dates (rows 5)" in text
+    assert "1 values of column 'date' are not dates (rows 5), e.g. 'next tuesday'" in text
     assert "1 values of column 'date' mix dates with and without a time zone" in text and "(rows 7)" in text
     dates = result.summary["dates"]
     assert dates["not_dates"] == 1 and dates["ambiguous_time_zone"] == 1 and dates["parsed"] == 38
@@ -175,7 +175,7 @@ def test_bad_and_mixed_timezone_dates_are_reported_and_skipped(tmp_path):
     zoned[2]["date"] = "2024-01-03 10:00"
     mostly_zoned = _run(write_csv(tmp_path / "z.csv", zoned), tmp_path / "z", time_col="date")
     assert "(rows 4)" in " ".join(mostly_zoned.warnings)
-    with pytest.raises(ValueError, match=r"not dates \(rows 5\).*--strict"):
+    with pytest.raises(ValueError, match=r"in.csv: .*not dates \(rows 5\).*--strict"):
         _run(source, tmp_path / "strict", time_col="date", strict=True)
 
 

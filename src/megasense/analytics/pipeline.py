@@ -167,7 +167,7 @@ class _Run:
                 progress=self.progress,
             )
             with timer.stage("dates"):
-                times = _times(got.times, got.rows, opts, self.warnings)
+                times = _times(got.times, got.rows, opts, self.warnings, self.source)
             with timer.stage("topics"):
                 topics, X = self._topics(con, model, got, terms, existing is not None)
             with timer.stage("tables"):
@@ -270,18 +270,20 @@ def _inherit(opts: AnalyzeOptions, saved: dict[str, Any]) -> None:
             setattr(opts, name, saved.get(name))
 
 
-def _times(values: pd.Series | None, rows: np.ndarray, opts: AnalyzeOptions, warnings: list[str]):
+def _times(values: pd.Series | None, rows: np.ndarray, opts: AnalyzeOptions, warnings: list[str], source: Path):
     if not opts.time_col:
         return None
     parsed = parse_times(values, rows)
     problems = parsed.problems(opts.time_col)
     if problems and opts.strict:
         raise ValueError(
-            "; ".join(problems) + " (--strict refuses them; without it they are left out of the time series)"
+            f"{source}: "
+            + "; ".join(problems)
+            + " (--strict refuses them; without it they are left out of the time series)"
         )
     warnings += [p + "; left out of the time series" for p in problems]
     if parsed.times.isna().all():
-        raise ValueError(f"column {opts.time_col!r} holds no usable dates; check --time-col")
+        raise ValueError(f"{source}: column {opts.time_col!r} holds no usable dates; check --time-col")
     return parsed
 
 

@@ -27,12 +27,15 @@ class ParsedTimes:
     ambiguous_rows: list[int] = field(default_factory=list)
     """Rows whose value has a time zone where most have none, or none where most have one."""
     missing: int = 0
+    bad_values: list[str] = field(default_factory=list)
+    """The first few values that are not dates, for messages."""
 
     def problems(self, column: str, limit: int = 10) -> list[str]:
         out = []
         if self.bad_rows:
             out.append(
                 f"{len(self.bad_rows)} values of column {column!r} are not dates (rows {_rows(self.bad_rows, limit)})"
+                + (f", e.g. {', '.join(repr(v) for v in self.bad_values)}" if self.bad_values else "")
             )
         if self.ambiguous_rows:
             out.append(
@@ -77,6 +80,7 @@ def parse_times(values: pd.Series, rows: np.ndarray) -> ParsedTimes:
         bad_rows=rows[bad.to_numpy()].tolist(),
         ambiguous_rows=rows[ambiguous.to_numpy()].tolist(),
         missing=int(missing.sum()),
+        bad_values=[str(v)[:40] for v in text[bad].head(3).tolist()],
     )
 
 
