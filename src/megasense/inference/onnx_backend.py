@@ -191,9 +191,6 @@ class OnnxModel:
         outputs = self.session.run(list(self.fields), feeds)
         return self.output_type(**{name: torch.from_numpy(value) for name, value in zip(self.fields, outputs)})
 
-    def eval(self) -> OnnxModel:
-        return self
-
 
 def onnx_model(model: nn.Module, precision: str, home: Path | None = None) -> OnnxModel:
     """``model`` exported (or read from the cache) and loaded into ONNX Runtime at ``precision``."""
