@@ -34,7 +34,8 @@ running (load 2-9, so texts/s moved a lot between rows; compare rows of one run 
     onnx-int8  0.7219                   0.8647         0.8929
 
 Both int8 paths stay within 0.5 point of fp32 here; ONNX Runtime's int8 moves fewer predictions (97.5% same
-label as fp32 on 200 val tweets vs 94% for torch's, whose x86 kernels reduce activations to 7 bits) but
+label as fp32 on 200 val tweets vs 94% for torch's; torch's dynamic Linear quantizes activations with
+``reduce_range=True``, 7 bits, a likely cause) but
 is not faster than torch's int8 on this AVX2 CPU. Neither reaches the issue's 6x over the pipeline here.
 """
 
