@@ -16,14 +16,18 @@ sst2 dev binary accuracy (872 rows); ``--multilingual`` adds sentiment-multiling
 Measured 2026-12-02 on the shared 2-core AMD EPYC (AVX2, no VNNI, no fast bf16), 2 threads, with other jobs
 running (load 2-9, so texts/s moved a lot between rows; compare rows of one run with care).
 
-``--n 3000 --skip-accuracy`` (load ~2-3)::
+``--n 3000 --skip-accuracy``, two runs (load ~2-3 in the first; the second's rows saw very different loads)::
 
-    row         texts/s   ratio    RSS MB
-    hf            168.6   1.00x       709
-    fp32          278.9   1.65x      1413
-    int8          400.1   2.37x      1391
-    onnx          218.4   1.30x      1066
-    onnx-int8     355.7   2.11x       940
+    row         run 1 texts/s  ratio   run 2 texts/s  ratio    peak RSS MB
+    hf                  168.6  1.00x            32.5  1.00x    709-714
+    fp32                278.9  1.65x            93.0  2.86x    1383-1413
+    int8                400.1  2.37x           133.9  4.12x    1388-1391
+    onnx                218.4  1.30x           141.2  4.35x    1059-1066
+    onnx-int8           355.7  2.11x           408.5 12.58x    939-940
+
+Best of the two runs per row: hf 168.6, fp32 278.9, int8 400.1, onnx 218.4, onnx-int8 408.5 texts/s. The
+steadier check is one process timing the model alone, the rows interleaved (1 thread, a (32, 40) batch):
+fp32 0.211-0.218 s, torch int8 0.096 s, onnx 0.229 s, onnx-int8 0.093-0.099 s: both int8 paths ~2.2x fp32.
 
 ``--n 10000 --multilingual`` accuracy (texts/s of that run not comparable: hf ran at load ~8)::
 
