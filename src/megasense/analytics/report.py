@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from megasense.checkpoints.atomic import atomic_file
+from megasense.config.extras import MissingExtraError
 
 COLORS = {"positive": "#2e9d5b", "neutral": "#9aa0a6", "negative": "#d64545"}
 FONT = '"Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", "Noto Sans", Arial, sans-serif'
@@ -66,7 +67,7 @@ def _plotly():
         import plotly.graph_objects as go
         from plotly.offline import get_plotlyjs
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             "report.html needs plotly (the 'analytics' extra): pip install 'megasense[analytics]'"
         ) from None
     return go, get_plotlyjs

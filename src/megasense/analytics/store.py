@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from megasense.config.extras import MissingExtraError
+
 DATABASE = "analysis.duckdb"
 SUMMARY = "summary.json"
 PARQUET = "parquet"
@@ -26,7 +28,7 @@ def _duckdb():
     try:
         import duckdb
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             "analysis tables need duckdb (the 'analytics' extra): pip install 'megasense[analytics]'"
         ) from None
     return duckdb

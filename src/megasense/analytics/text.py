@@ -20,6 +20,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from megasense.config.extras import MissingExtraError
 from megasense.tasks.language import dominant_script
 
 _NOISE = re.compile(
@@ -68,7 +69,7 @@ class Segmenter:
             try:
                 import jieba
             except ImportError:
-                raise ImportError(
+                raise MissingExtraError(
                     "Chinese keywords need jieba (the 'analytics' extra): pip install 'megasense[analytics]'"
                 ) from None
             jieba.setLogLevel(logging.WARNING)  # it logs "Building prefix dict" to stderr otherwise

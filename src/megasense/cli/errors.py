@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from megasense.config.extras import MissingExtraError
 
 err_console = Console(stderr=True)
 
@@ -18,6 +21,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     NotADirectoryError,
     PermissionError,
     ValueError,
+    MissingExtraError,  # an optional extra is not installed; the message names it
 )
 
 
@@ -29,9 +33,11 @@ def user_errors(exit_code: int = 2) -> Iterator[None]:
     except typer.Exit:
         raise
     except USER_ERRORS as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message such as "pip install 'megasense[onnx]'" would otherwise lose "[onnx]" as markup
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exit_code) from None
     except OSError as exc:  # disk full, I/O errors: name the file where the OS gave one
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        err_console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
+        message = escape(f"{where}{exc.strerror or exc}")
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(exit_code) from None

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from megasense.cli.errors import user_errors
@@ -48,12 +47,9 @@ def _count_rows(path: Path) -> int | None:
 
 
 def _load_predictor(model: str, **options):
-    from megasense.inference.sentiment import load_predictor
+    from megasense.inference.sentiment import load_predictor  # imported late: `megasense --help` stays fast
 
-    try:
-        return load_predictor(model, **options)
-    except ImportError as exc:  # an optional extra (onnx) is missing; the message names it
-        raise ValueError(escape(str(exc))) from None  # escaped: rich would eat "[onnx]" as markup
+    return load_predictor(model, **options)
 
 
 def predict(

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from megasense.config.extras import MissingExtraError
+
 ONNX_PRECISIONS = ("onnx", "onnx-int8")
 RECIPE = "megasense-onnx-v1 opset17 int8=per-channel-qint8"
 """Part of the cache key: change it when the export or quantization recipe changes."""
@@ -33,7 +35,7 @@ INT8_FILE = "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask")
 
 
-class OnnxUnavailableError(ImportError):
+class OnnxUnavailableError(MissingExtraError):
     """ONNX Runtime (or onnx, for the export) is not installed."""
 
 

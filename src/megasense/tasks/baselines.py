@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from megasense.config.extras import MissingExtraError
 
-class BaselineUnavailable(ImportError):
-    pass
+
+class BaselineUnavailable(MissingExtraError):
+    """vaderSentiment (the ``baselines`` extra) is not installed."""
 
 
 def vader_labels(texts: Sequence[str], *, allowed: Sequence[str] | None = None) -> list[str]:
@@ -18,7 +20,9 @@ def vader_labels(texts: Sequence[str], *, allowed: Sequence[str] | None = None) 
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError:
-        raise BaselineUnavailable("the VADER baseline needs vaderSentiment: pip install 'megasense[eval]'") from None
+        raise BaselineUnavailable(
+            "the VADER baseline needs vaderSentiment: pip install 'megasense[baselines]'"
+        ) from None
     analyzer = SentimentIntensityAnalyzer()
     binary = allowed is not None and "neutral" not in allowed
     labels = []

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from megasense.config import ModelConfig
+from megasense.config.extras import MissingExtraError
 
 
-class TensorBoardUnavailableError(ImportError):
+class TensorBoardUnavailableError(MissingExtraError):
     """``tensorboard`` logging was asked for but the ``tensorboard`` package is not installed."""
 
 
