@@ -4,43 +4,39 @@ Baseline and ours in the same run, each row in its own subprocess so peak memory
 
 - hf: transformers' ``pipeline("text-classification")`` with the same weights (sentiment-en exported to
   a transformers BertForSequenceClassification), batch size 32, texts in file order, fp32.
-- fp32, int8, onnx, onnx-int8: ``megasense.inference.sentiment.predict_file`` (length-sorted batches, long
-  texts chunked) at that precision: torch fp32, torch per-channel dynamic int8, ONNX Runtime fp32 and ONNX
-  Runtime per-channel dynamic int8 (the ONNX files are exported before the timed run and cached).
+- fp32, bf16, int8, onnx, onnx-int8: ``megasense.inference.sentiment.predict_file`` (length-sorted
+  batches, long texts chunked) at that precision: torch fp32, bf16 autocast, torch per-channel dynamic
+  int8, ONNX Runtime fp32 and ONNX Runtime per-channel dynamic int8 (the ONNX files are exported before
+  the timed run and cached). ``auto`` (the default of ``megasense predict``) is bf16 on CPUs with AMX or
+  AVX512-BF16 and fp32 elsewhere.
 
 Each row also reports accuracy at its precision: tweets-sentiment-en val macro recall (2,000 rows) and
 sst2 dev binary accuracy (872 rows); ``--multilingual`` adds sentiment-multilingual on chnsenticorp dev.
 
     .venv/bin/python benchmarks/predict_throughput.py --n 10000 --multilingual
 
-Measured 2026-12-02 on the shared 2-core AMD EPYC (AVX2, no VNNI, no fast bf16), 2 threads, with other jobs
-running (load 2-9, so texts/s moved a lot between rows; compare rows of one run with care).
+Measured 2026-12-02 on the shared 2-core Intel Xeon (AMX-BF16, AMX-INT8, AVX512-BF16), 2 threads.
+``--n 10000 --precisions fp32,bf16,int8,onnx-int8`` on a quiet machine (load ~1.5)::
 
-``--n 3000 --skip-accuracy``, two runs (load ~2-3 in the first; the second's rows saw very different loads)::
+    row         texts/s   ratio    RSS MB   tweets val macro recall  sst2 dev acc
+    hf            165.9   1.00x       868        -       -
+    fp32          270.7   1.63x      1664   0.7199  0.8601
+    bf16          723.5   4.36x      1856   0.7204  0.8589
+    int8          431.3   2.60x      1555   0.7171  0.8624
+    onnx-int8     450.3   2.71x      1068   0.7219  0.8647
 
-    row         run 1 texts/s  ratio   run 2 texts/s  ratio    peak RSS MB
-    hf                  168.6  1.00x            32.5  1.00x    709-714
-    fp32                278.9  1.65x            93.0  2.86x    1383-1413
-    int8                400.1  2.37x           133.9  4.12x    1388-1391
-    onnx                218.4  1.30x           141.2  4.35x    1059-1066
-    onnx-int8           355.7  2.11x           408.5 12.58x    939-940
+Earlier the same day, ``--n 3000 --skip-accuracy`` under load 2-3: hf 168.6, fp32 278.9, int8 400.1,
+onnx 218.4, onnx-int8 355.7 texts/s (peak RSS 709 / 1413 / 1391 / 1066 / 940 MB). The model alone, rows
+interleaved in one process (1 thread, a (32, 40) batch): fp32 0.211-0.218 s, torch int8 0.096 s, onnx
+0.229 s, onnx-int8 0.093-0.099 s. sentiment-multilingual on chnsenticorp dev: fp32 0.8946, onnx-int8
+0.8929.
 
-Best of the two runs per row: hf 168.6, fp32 278.9, int8 400.1, onnx 218.4, onnx-int8 408.5 texts/s. The
-steadier check is one process timing the model alone, the rows interleaved (1 thread, a (32, 40) batch):
-fp32 0.211-0.218 s, torch int8 0.096 s, onnx 0.229 s, onnx-int8 0.093-0.099 s: both int8 paths ~2.2x fp32.
-
-``--n 10000 --multilingual`` accuracy (texts/s of that run not comparable: hf ran at load ~8)::
-
-    precision  tweets val macro recall  sst2 dev acc   chnsenticorp dev acc (sentiment-multilingual)
-    fp32       0.7199                   0.8601         0.8946
-    int8       0.7171                   0.8624         -
-    onnx       0.7199                   0.8601         -
-    onnx-int8  0.7219                   0.8647         0.8929
-
-Both int8 paths stay within 0.5 point of fp32 here; ONNX Runtime's int8 moves fewer predictions (97.5% same
+Every precision stays within 0.5 point of fp32. ONNX Runtime's int8 moves fewer predictions (97.5% same
 label as fp32 on 200 val tweets vs 94% for torch's; torch's dynamic Linear quantizes activations with
-``reduce_range=True``, 7 bits, a likely cause) but
-is not faster than torch's int8 on this AVX2 CPU. Neither reaches the issue's 6x over the pipeline here.
+``reduce_range=True``, 7 bits, a likely cause). None reaches the issue's 6x over the pipeline on this
+machine; bf16 is the fastest (a bf16 profile: matmuls 34%, CPU flash attention 24%, autocast weight
+casts 17%, GELU 12%; casting the linears to bf16 once gained ~5%, the math attention kernel lost ~25%,
+larger batches did not help).
 """
 
 from __future__ import annotations
@@ -68,7 +64,7 @@ def make_input(path: Path, n: int) -> None:
             writer.writerow([i, texts[i % len(texts)]])
 
 
-PRECISIONS = ("fp32", "int8", "onnx", "onnx-int8")
+PRECISIONS = ("fp32", "bf16", "int8", "onnx", "onnx-int8")
 ACCURACY_SETS = (
     ("tweets val macro recall", "tweets-sentiment-en/val.csv", "macro_recall"),
     ("sst2 dev acc", "sst2/dev.csv", "accuracy"),

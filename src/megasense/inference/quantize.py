@@ -2,9 +2,10 @@
 
 ``"auto"`` picks the fastest path measured to stay within 0.5 point of fp32 accuracy on the validation
 sets (numbers in ``benchmarks/predict_throughput.py``'s notes): bf16 autocast where the CPU has native
-bf16 matrix units (AMX or AVX512-BF16; 2-3.5x over fp32) and fp32 elsewhere -- on CPUs without them bf16
-emulation is ~8x *slower*, and torch's per-channel dynamic int8 gained only ~1.25x while moving tweets'
-predictions by more than the accuracy budget allows, so it is offered but never chosen by default.
+bf16 matrix units (AMX or AVX512-BF16; 2.7x over fp32 end to end on a 2-core Xeon with AMX) and fp32
+elsewhere -- on CPUs without them bf16 emulation is ~8x *slower*. The int8 paths keep the accuracy
+budget too (-0.3 to +0.5 point) and run ~2.2x fp32's model time on AMX hardware, but on an AVX2-only
+CPU torch's int8 gained only ~1.25x, so ``auto`` does not choose them; ask for them by name.
 
 int8 uses torch's own ``quantize_dynamic`` with the per-channel qconfig (per-tensor int8, the default of
 torch and ONNX Runtime, visibly distorts MiniLM); it quantizes a copy of the merged (base+LoRA) model in
