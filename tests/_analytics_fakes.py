@@ -131,3 +131,20 @@ def small_analysis(root: Path, rows: list[dict[str, str]]) -> Path:
         report=False,
     )
     return root / "out"
+
+
+def run_fake_analysis(source, out, defaults: dict, **kwargs):
+    """``analyze(source, out)`` with the fake embedder and scorer (unless given), ``defaults`` under ``kwargs``."""
+    from megasense.analytics import analyze
+
+    kwargs.setdefault("embedder", FakeEmbedder())
+    kwargs.setdefault("scorer", FakeScorer())
+    return analyze(source, out, **{**defaults, **kwargs})
+
+
+def sql(out: Path, query: str):
+    """A query's result (a DataFrame) from the ``analysis.duckdb`` in ``out``, opened read-only."""
+    import duckdb
+
+    with duckdb.connect(str(out / "analysis.duckdb"), read_only=True) as con:
+        return con.execute(query).df()

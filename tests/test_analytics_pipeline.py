@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import re
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from _analytics_fakes import FakeEmbedder, FakeScorer, chinese_rows, english_rows, write_csv
-from megasense.analytics import analyze
+from _analytics_fakes import FakeEmbedder, FakeScorer, chinese_rows, english_rows, run_fake_analysis, write_csv
+from _analytics_fakes import sql as _sql
 from megasense.analytics.timeseries import build_timeseries, choose_freq, parse_times, period_start
 from megasense.cli.main import main
 
@@ -19,14 +18,7 @@ PCA = {"reducer": "pca", "min_topic_size": 10}
 
 
 def _run(source, out, **kwargs):
-    kwargs.setdefault("embedder", FakeEmbedder())
-    kwargs.setdefault("scorer", FakeScorer())
-    return analyze(source, out, **{**PCA, **kwargs})
-
-
-def _sql(out, query):
-    with duckdb.connect(str(out / "analysis.duckdb"), read_only=True) as con:
-        return con.execute(query).df()
+    return run_fake_analysis(source, out, PCA, **kwargs)
 
 
 @pytest.fixture(scope="module")

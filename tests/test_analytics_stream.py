@@ -5,27 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from _analytics_fakes import FakeEmbedder, FakeScorer, english_rows, write_csv
-from megasense.analytics import TopicModel, analyze, ingest, store
+from _analytics_fakes import FakeEmbedder, FakeScorer, english_rows, run_fake_analysis, write_csv
+from _analytics_fakes import sql as _sql
+from megasense.analytics import TopicModel, ingest, store
 from megasense.analytics.text import normalize_text
 
 PCA = {"reducer": "pca", "min_topic_size": 5, "report": False}
 
 
 def _run(source, out, **kwargs):
-    kwargs.setdefault("embedder", FakeEmbedder())
-    kwargs.setdefault("scorer", FakeScorer())
-    return analyze(source, out, **{**PCA, **kwargs})
-
-
-def _sql(out, query):
-    with duckdb.connect(str(out / "analysis.duckdb"), read_only=True) as con:
-        return con.execute(query).df()
+    return run_fake_analysis(source, out, PCA, **kwargs)
 
 
 def _rows(n=63):

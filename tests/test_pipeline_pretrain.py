@@ -189,25 +189,11 @@ def test_pipeline_options_the_driver_refuses_are_named(corpus, tmp_path):  # noq
 def test_torchrun_two_pipeline_stages(corpus, tmp_path):  # noqa: F811
     """What a user types: torchrun starts two gloo ranks, one stage each, from the tiny config."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    from test_pretrain import CONFIGS
+    from test_pretrain import run_torchrun_pretrain
 
     run = tmp_path / "run"
-    argv = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "-m", "megasense.cli.main", "pretrain", str(CONFIGS / "gpt-tiny-cpu.toml"),
-        "--set", f"data.prefix={corpus['prefix']}", "--set", f"data.tokenizer={corpus['tokenizer']}",
-        "--set", "parallel.pp=2", "--set", "parallel.microbatches=4",
-        "--set", "train.max_steps=10", "--set", "train.device=cpu",
-        "--set", "train.progress=false", "--set", f"train.metrics_path={run / 'metrics.jsonl'}",
-        "--set", f"checkpoint.dir={run / 'ckpt'}", "--set", "checkpoint.every=10",
-        "--set", f"export.dir={run / 'model'}",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
+    done = run_torchrun_pretrain(corpus, run, "parallel.pp=2", "parallel.microbatches=4", max_steps=10)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained to step 10") == 1
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

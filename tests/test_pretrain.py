@@ -310,23 +310,8 @@ def test_bert_masked_lm_and_sentence_order_pretraining(tmp_path):
 @pytest.mark.distributed
 def test_torchrun_two_processes_tensor_parallel(corpus, tmp_path):
     """What a user types: torchrun starts two gloo ranks from the same tiny config, with --set."""
-    import os
-    import subprocess
-    import sys
-
     run = tmp_path / "run"
-    argv = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "-m", "megasense.cli.main", "pretrain", str(CONFIGS / "gpt-tiny-cpu.toml"),
-        "--set", f"data.prefix={corpus['prefix']}", "--set", f"data.tokenizer={corpus['tokenizer']}",
-        "--set", "parallel.tp=2", "--set", "parallel.sequence_parallel=true",
-        "--set", "train.max_steps=20", "--set", "train.device=cpu",
-        "--set", "train.progress=false", "--set", f"train.metrics_path={run / 'metrics.jsonl'}",
-        "--set", f"checkpoint.dir={run / 'ckpt'}", "--set", "checkpoint.every=10",
-        "--set", f"export.dir={run / 'model'}",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
+    done = run_torchrun_pretrain(corpus, run, "parallel.tp=2", "parallel.sequence_parallel=true", max_steps=20)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained to step 20") == 1  # rank 0 reports, rank 1 stays quiet
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -334,3 +319,24 @@ def test_torchrun_two_processes_tensor_parallel(corpus, tmp_path):
     assert sorted(p.name for p in (run / "ckpt").iterdir()) == ["latest", "step-00000010", "step-00000020"]
     assert sorted(p.name for p in (run / "ckpt" / "step-00000020").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     assert (run / "model" / "model.safetensors").is_file()
+
+
+def run_torchrun_pretrain(corpus, run: Path, *sets: str, max_steps: int):
+    """``torchrun --nproc-per-node 2 megasense pretrain`` on the tiny GPT config with ``--set`` values ``sets``,
+    checkpoints every 10 steps and an export, all under ``run``; returns the finished process."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "-m", "megasense.cli.main", "pretrain", str(CONFIGS / "gpt-tiny-cpu.toml"),
+        "--set", f"data.prefix={corpus['prefix']}", "--set", f"data.tokenizer={corpus['tokenizer']}",
+        *(arg for value in sets for arg in ("--set", value)),
+        "--set", f"train.max_steps={max_steps}", "--set", "train.device=cpu",
+        "--set", "train.progress=false", "--set", f"train.metrics_path={run / 'metrics.jsonl'}",
+        "--set", f"checkpoint.dir={run / 'ckpt'}", "--set", "checkpoint.every=10",
+        "--set", f"export.dir={run / 'model'}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, cwd=run.parent)
