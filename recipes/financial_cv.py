@@ -5,7 +5,13 @@ this measures how well a user's own fine-tune does. Each fold: stratified 4/5 fo
 10% is the early-stopping validation set), 1/5 for the test, measured with ``evaluate_file`` exactly
 as ``megasense evaluate`` does.
 
-    .venv/bin/python recipes/financial_cv.py [--folds 5] [--epochs 3] [--lora] [--threads 1]
+    .venv/bin/python recipes/financial_cv.py [--folds 5] [--epochs 5] [--lr 1e-4] [--lora] [--threads 2]
+
+Measured 2026-12-02 (2-core AMD EPYC, 2 threads, full fine-tuning of all-minilm-l6-v2, ~2.7 min per fold):
+``--epochs 5 --lr 1e-4`` (the defaults): folds 0.8477 / 0.8682 / 0.8346 / 0.8372 / 0.8152, mean **0.8406**
+(VADER 0.54); every fold's best validation step was its last. Fold 0 alone: 3 epochs at lr 5e-5 (the
+``megasense train`` defaults) 0.8039, 5 epochs 0.8387, 4 epochs at 1e-4 0.8400; multilingual-e5-small, 3
+epochs 0.8155. FinBERT reports 0.86 on all agreement levels; the issue's goal is 0.86.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--run-folds", type=int, default=None, help="stop after this many folds (time budget)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lora", action="store_true")
-    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (default 1e-4; with --lora, train's)"
+    )
     parser.add_argument("--base", default="all-minilm-l6-v2")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     frame = pd.read_csv(DATA)[["text", "label"]]
@@ -53,7 +61,12 @@ def main() -> None:
         val.to_csv(paths["val"], index=False)
         frame.iloc[test_idx].to_csv(paths["test"], index=False)
         config = FinetuneConfig(
-            epochs=args.epochs, lora=args.lora, lr=args.lr, max_length=96, monitor="accuracy", progress=False
+            epochs=args.epochs,
+            lora=args.lora,
+            lr=args.lr or (None if args.lora else 1e-4),
+            max_length=96,
+            monitor="accuracy",
+            progress=False,
         )
         result = train_from_files(
             paths["train"], paths["val"], base=args.base, output=out / f"fold{k}-model", config=config, overwrite=True
