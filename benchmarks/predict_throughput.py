@@ -51,7 +51,7 @@ interleaved in one process (1 thread, a (32, 40) batch): fp32 0.211-0.218 s, tor
 Every precision stays within 0.5 point of fp32. ONNX Runtime's int8 moves fewer predictions (97.5% same
 label as fp32 on 200 val tweets vs 94% for torch's; torch's dynamic Linear quantizes activations with
 ``reduce_range=True``, 7 bits, a likely cause). On the Xeon none reached 6x over the batch-32 pipeline;
-machine; bf16 is the fastest (a bf16 profile: matmuls 34%, CPU flash attention 24%, autocast weight
+there bf16 is the fastest (a bf16 profile: matmuls 34%, CPU flash attention 24%, autocast weight
 casts 17%, GELU 12%; casting the linears to bf16 once gained ~5%, the math attention kernel lost ~25%,
 larger batches did not help).
 """
