@@ -16,7 +16,7 @@ import torch
 import transformers
 
 from _common import read_texts, timed
-from megasense.checkpoints import hf
+from megasense.formats.hf import keys as hf
 from megasense.models import materialize
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     sd, hc = ref.state_dict(), config.to_dict()
     cfg = hf.model_config_from_hf(hc, sd)
     ours = materialize(cfg, hf.head_config_from_hf(hc, sd), hf.state_dict_from_hf(hc, sd, cfg))
-    from megasense.checkpoints.registry import find_embedded, package_path
+    from megasense.zoo.embedded import find_embedded, package_path
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(package_path(find_embedded("all-minilm-l6-v2"))))
     batch = forum_batch(tokenizer)

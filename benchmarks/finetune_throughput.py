@@ -37,7 +37,7 @@ def data(n: int):
 def baseline(texts, labels, steps: int, batch: int) -> tuple[float, float]:
     import transformers
 
-    from megasense.checkpoints.registry import find_embedded, package_path
+    from megasense.zoo.embedded import find_embedded, package_path
 
     path = str(package_path(find_embedded("all-minilm-l6-v2")))
     tok = transformers.AutoTokenizer.from_pretrained(path)
@@ -58,10 +58,10 @@ def baseline(texts, labels, steps: int, batch: int) -> tuple[float, float]:
 
 
 def ours(texts, labels, steps: int, batch: int, *, lora: bool) -> tuple[float, float]:
-    from megasense.checkpoints.loading import load_model
-    from megasense.checkpoints.sentiment_models import classifier_on
+    from megasense.formats.adapter import classifier_on
     from megasense.training.finetune import BucketedBatches, FinetuneConfig, _add_lora
     from megasense.training.trainer import TrainConfig, Trainer
+    from megasense.zoo.load import load_model
 
     base = load_model("all-minilm-l6-v2")
     model, _ = classifier_on(base, LABELS)

@@ -17,8 +17,8 @@ import time
 import torch
 import transformers
 
-from megasense.checkpoints import hf
 from megasense.config import GenerationConfig
+from megasense.formats.hf import keys as hf
 from megasense.inference.generation import GenerationEngine
 from megasense.models import materialize
 

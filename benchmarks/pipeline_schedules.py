@@ -92,7 +92,7 @@ def _stage_run(rank: int, world_size: int, schedule: str, microbatches: int, ste
     from megasense.models import build_model
     from megasense.models.gpt import causal_lm_loss
     from megasense.parallel import build_mesh
-    from megasense.parallel.pipeline import build_pipeline
+    from megasense.parallel.pipeline_parallel import build_pipeline
 
     config = ParallelConfig(pp=2, pp_schedule=schedule, microbatches=microbatches)
     torch.manual_seed(0)

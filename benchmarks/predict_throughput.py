@@ -4,7 +4,7 @@ Baseline and ours in the same run, each row in its own subprocess so peak memory
 
 - hf: transformers' ``pipeline("text-classification")`` with the same weights (sentiment-en exported to
   a transformers BertForSequenceClassification), batch size 32, texts in file order, fp32.
-- fp32, bf16, int8, onnx, onnx-int8: ``megasense.inference.sentiment.predict_file`` (length-sorted
+- fp32, bf16, int8, onnx, onnx-int8: ``megasense.predictors.sentiment.predict_file`` (length-sorted
   batches, long texts chunked) at that precision: torch fp32, bf16 autocast, torch per-channel dynamic
   int8, ONNX Runtime fp32 and ONNX Runtime per-channel dynamic int8 (the ONNX files are exported before
   the timed run and cached). ``auto`` (the default of ``megasense predict``) is bf16 on CPUs with AMX or
@@ -95,7 +95,8 @@ def run_ours(src: Path, out: Path, threads: int, precision: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from megasense.inference.sentiment import load_predictor, predict_file
+    from megasense.predictors.jobs import predict_file
+    from megasense.predictors.sentiment import load_predictor
 
     predictor = load_predictor("sentiment-en", precision=precision)  # onnx: exported (or read from cache) here
     predict_file(predictor, src, out.with_suffix(".warm.csv"), chunk_rows=64)  # warm-up on a copy
@@ -105,7 +106,7 @@ def run_ours(src: Path, out: Path, threads: int, precision: str) -> dict:
 
 
 def accuracy(predictor, sets=ACCURACY_SETS) -> dict:
-    from megasense.inference.sentiment import evaluate_file
+    from megasense.predictors.jobs import evaluate_file
 
     # sst2 has only negative/positive gold labels, so evaluate_file restricts predictions to those two.
     return {name: evaluate_file(predictor, SHARED_DATA / rel, baseline=False)[key] for name, rel, key in sets}
@@ -115,7 +116,7 @@ def multilingual_accuracy(threads: int, precision: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from megasense.inference.sentiment import load_predictor
+    from megasense.predictors.sentiment import load_predictor
 
     predictor = load_predictor("sentiment-multilingual", precision=precision)
     return accuracy(predictor, (("chnsenticorp dev acc", "chnsenticorp/dev.csv", "accuracy"),))
@@ -126,10 +127,10 @@ def hf_pipeline(threads: int):
     import transformers
 
     torch.set_num_threads(threads)
-    from megasense.checkpoints.hf import model_config_to_hf, state_dict_to_hf
-    from megasense.checkpoints.loading import load_model
-    from megasense.checkpoints.registry import find_embedded, package_path
+    from megasense.formats.hf.keys import model_config_to_hf, state_dict_to_hf
     from megasense.models import weights_for_saving
+    from megasense.zoo.embedded import find_embedded, package_path
+    from megasense.zoo.load import load_model
 
     loaded = load_model("sentiment-en")
     hf_config = transformers.BertConfig(**model_config_to_hf(loaded.config, loaded.head))

@@ -70,7 +70,7 @@ def embeddings(model: str, texts: list[str], cache: Path, key: str) -> tuple[np.
     if path.exists():
         return np.load(path), float("nan")
     import megasense
-    from megasense.inference.pipelines import SentenceEmbedder
+    from megasense.predictors.embedding import SentenceEmbedder
 
     embedder = SentenceEmbedder(megasense.load_model(model))
     started = time.perf_counter()
@@ -196,7 +196,7 @@ def _high_water_mb() -> float:
 
 
 def _sentiment_rate(texts: list[str]) -> float:
-    from megasense.inference.sentiment import load_predictor
+    from megasense.predictors.sentiment import load_predictor
 
     predictor = load_predictor("default")
     predictor.predict(texts[:8])

@@ -108,8 +108,8 @@ def build_pair(name: str, cfg):
     """The megasense model (seeded init) and a transformers model holding the same weights."""
     import transformers
 
-    from megasense.checkpoints.hf import model_config_to_hf, state_dict_to_hf
     from megasense.config import HeadConfig
+    from megasense.formats.hf.keys import model_config_to_hf, state_dict_to_hf
     from megasense.models import build_model
 
     head = HeadConfig(task="causal_lm" if name == "gpt" else "pretraining")
@@ -250,7 +250,7 @@ def main() -> None:
     if not precisions or set(precisions) - {"fp32", "bf16"}:
         parser.error(f"--precision {args.precision!r}: expected fp32, bf16 or fp32,bf16")
     torch.set_num_threads(args.threads)
-    from megasense.checkpoints.loading import load_model
+    from megasense.zoo.load import load_model
 
     tokenizer = load_model("all-minilm-l6-v2").tokenizer
     summary = []

@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT / "recipes"))
 import torch  # noqa: E402
 from sentiment import DATA, clean_tweet  # noqa: E402
 
-from megasense.checkpoints.loading import load_model  # noqa: E402
-from megasense.tasks.sentiment import SentimentTask  # noqa: E402
+from megasense.predictors.windows import SentimentTask  # noqa: E402
 from megasense.training.finetune import Examples, FinetuneConfig, evaluate_model, finetune, read_examples  # noqa: E402
+from megasense.zoo import load_model  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from sklearn.model_selection import StratifiedKFold, train_test_split  # noqa: E402
 
-from megasense.inference.sentiment import SentimentClassifier, evaluate_file  # noqa: E402
+from megasense.predictors.jobs import evaluate_file  # noqa: E402
+from megasense.predictors.sentiment import SentimentClassifier  # noqa: E402
 from megasense.training.finetune import FinetuneConfig, train_from_files  # noqa: E402
 
 

@@ -23,12 +23,14 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from megasense.checkpoints.loading import load_model  # noqa: E402
-from megasense.checkpoints.sentiment_models import ASSETS, save_adapter  # noqa: E402
-from megasense.inference.sentiment import evaluate_file, load_predictor  # noqa: E402
+from megasense.formats.adapter import save_adapter  # noqa: E402
 from megasense.models.lora import LoRASettings  # noqa: E402
-from megasense.tasks.labels import SENTIMENT_LABELS  # noqa: E402
+from megasense.predictors.jobs import evaluate_file  # noqa: E402
+from megasense.predictors.labels import SENTIMENT_LABELS  # noqa: E402
+from megasense.predictors.sentiment import load_predictor  # noqa: E402
 from megasense.training.finetune import Examples, FinetuneConfig, finetune, read_examples  # noqa: E402
+from megasense.zoo import load_model  # noqa: E402
+from megasense.zoo.shipped import ASSETS  # noqa: E402
 
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _HANDLE = re.compile(r"@\w+")

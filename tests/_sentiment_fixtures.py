@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from megasense.checkpoints.release import LoadedModel, save_release
 from megasense.config import HeadConfig
 from megasense.config.presets import bert_tiny
+from megasense.formats.release import LoadedModel, save_release
 from megasense.models import BertModel, weights_for_saving
 from megasense.tokenization import SpecialTokens, Tokenizer, wordpiece_backend
 

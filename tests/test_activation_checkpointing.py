@@ -11,7 +11,7 @@ from torch.utils._pytree import tree_leaves
 from megasense.config import HeadConfig
 from megasense.config.presets import preset
 from megasense.models import build_model
-from megasense.parallel.checkpointing import apply_activation_checkpointing, checkpoint_targets
+from megasense.parallel.activation_checkpointing import apply_activation_checkpointing, checkpoint_targets
 
 SEQ = 64  # max_position_embeddings of the tiny presets: attention's share of the activations is visible
 

@@ -245,7 +245,7 @@ def test_analytics_imports_without_torch_or_models():
 
     code = (
         "import sys, megasense.analytics, megasense.analytics.report, megasense.analytics.dashboard; "
-        "heavy = ('torch', 'megasense.inference', 'megasense.checkpoints.loading'); "
+        "heavy = ('torch', 'megasense.inference', 'megasense.formats.convert'); "
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -10,13 +10,13 @@ import sys
 import pytest
 import torch
 
-from megasense.checkpoints.errors import CheckpointError
-from megasense.checkpoints.loading import load_model
-from megasense.checkpoints.registry import find_embedded, package_path
-from megasense.checkpoints.release import save_release
 from megasense.config import HeadConfig, preset
+from megasense.errors import CheckpointError
+from megasense.formats.release import save_release
 from megasense.models import build_model, weights_for_saving
 from megasense.tokenization import Tokenizer
+from megasense.zoo.embedded import find_embedded, package_path
+from megasense.zoo.load import load_model
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,7 +15,7 @@ import pytest
 from _shared import shared_texts
 from megasense.data.corpus import expand_inputs, tokenize_corpus, train_tokenizer
 from megasense.data.indexed import IndexedDataset, IndexedDatasetError, IndexedDatasetWriter
-from megasense.data.tables import TableError
+from megasense.files.tables import TableError
 
 EN = shared_texts("tweets-sentiment-en/val.csv", 300)
 ZH = shared_texts("chnsenticorp/dev.csv", 200)
@@ -41,8 +41,8 @@ def test_index_layout_is_megatrons(tmp_path):
 
 
 def test_tokenize_mixed_formats_and_globs_round_trip(tmp_path):
-    from megasense.checkpoints.registry import find_embedded, package_path
     from megasense.tokenization import Tokenizer
+    from megasense.zoo.embedded import find_embedded, package_path
 
     tok = Tokenizer.load(package_path(find_embedded("all-minilm-l6-v2")))
     (tmp_path / "a.txt").write_text("\n".join(EN[:100]) + "\n\n", encoding="utf-8")
@@ -67,8 +67,8 @@ def test_tokenize_mixed_formats_and_globs_round_trip(tmp_path):
 
 
 def test_bad_corpora_are_clear_errors(tmp_path):
-    from megasense.checkpoints.registry import find_embedded, package_path
     from megasense.tokenization import Tokenizer
+    from megasense.zoo.embedded import find_embedded, package_path
 
     tok = Tokenizer.load(package_path(find_embedded("all-minilm-l6-v2")))
     with pytest.raises(TableError, match="no file matches"):
@@ -155,8 +155,8 @@ def test_cli_tokenize_and_train_tokenizer(tmp_path):
 
 
 def test_split_sentences_gives_one_sequence_per_sentence(tmp_path):
-    from megasense.checkpoints.registry import find_embedded, package_path
     from megasense.tokenization import Tokenizer
+    from megasense.zoo.embedded import find_embedded, package_path
 
     tok = Tokenizer.load(package_path(find_embedded("all-minilm-l6-v2")))
     (tmp_path / "d.txt").write_text("Great phone. Battery died! Why?\n房间很干净。服务很好！\n", encoding="utf-8")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from megasense.checkpoints import hf
 from megasense.config import GenerationConfig
+from megasense.formats.hf import keys as hf
 from megasense.inference.generation import GenerationEngine
+from megasense.inference.sampling import apply_repetition_penalty, top_k_filter, top_p_filter
 from megasense.models import materialize
-from megasense.tasks.sampling import apply_repetition_penalty, top_k_filter, top_p_filter
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,11 +10,11 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from megasense.checkpoints.errors import CheckpointError  # noqa: E402
-from megasense.checkpoints.gguf import read_gguf  # noqa: E402
-from megasense.checkpoints.qkv import split_qkv  # noqa: E402
 from megasense.config import GenerationConfig  # noqa: E402
 from megasense.config.presets import gpt_tiny, llama_tiny  # noqa: E402
+from megasense.errors import CheckpointError  # noqa: E402
+from megasense.formats.gguf import read_gguf  # noqa: E402
+from megasense.formats.qkv import split_qkv  # noqa: E402
 from megasense.inference.generation import GenerationEngine  # noqa: E402
 from megasense.models import build_model, materialize, weights_for_saving  # noqa: E402
 
@@ -288,7 +288,7 @@ def test_missing_tensor_and_undequantisable_type(tiny_llama, tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smollm2_path():
-    from megasense.checkpoints.registry import ModelNotInstalledError, find_embedded, package_path
+    from megasense.zoo.embedded import ModelNotInstalledError, find_embedded, package_path
 
     try:
         return package_path(find_embedded("smollm2-135m-instruct"))
@@ -384,7 +384,7 @@ def one_thread():
 def test_smollm2_weights_and_greedy_generation_match_transformers(smollm2, smollm2_path, hf_tokenizer, one_thread):
     pytest.importorskip("accelerate")
     transformers = pytest.importorskip("transformers")
-    from megasense.checkpoints import hf
+    from megasense.formats.hf import keys as hf
 
     start = time.perf_counter()
     ref = transformers.AutoModelForCausalLM.from_pretrained(

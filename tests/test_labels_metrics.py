@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from megasense.tasks.labels import LabelError, normalize_labels, parse_label_subset
-from megasense.tasks.metrics import classification_report, expected_calibration_error
+from megasense.predictors.labels import LabelError, normalize_labels, parse_label_subset
+from megasense.predictors.metrics import classification_report, expected_calibration_error
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from megasense.tasks.language import dominant_script, needs_multilingual
+from megasense.predictors.language import dominant_script, needs_multilingual
 
 
 @pytest.mark.parametrize(

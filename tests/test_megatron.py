@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 import torch
 
-from megasense.checkpoints.errors import CheckpointError
-from megasense.checkpoints.loading import import_weights
-from megasense.checkpoints.megatron import read_megatron, write_megatron
-from megasense.checkpoints.torch_load import safe_torch_load
 from megasense.config import HeadConfig
 from megasense.config.presets import bert_tiny, gpt_tiny, llama_tiny, megatron_bert_tiny
+from megasense.errors import CheckpointError
+from megasense.formats.convert import import_weights
+from megasense.formats.megatron.checkpoint import read_megatron, write_megatron
+from megasense.formats.torch_load import safe_torch_load
 from megasense.models import build_model, materialize, weights_for_saving
 
 ATOL = 1e-6

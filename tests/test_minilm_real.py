@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from _shared import shared_texts
-from megasense.checkpoints.loading import load_model
-from megasense.checkpoints.registry import find_embedded, package_path
-from megasense.inference.pipelines import SentenceEmbedder, embed_file
+from megasense.predictors.embedding import SentenceEmbedder
+from megasense.predictors.jobs import embed_file
+from megasense.zoo.embedded import find_embedded, package_path
+from megasense.zoo.load import load_model
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow

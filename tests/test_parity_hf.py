@@ -7,8 +7,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from megasense.checkpoints import hf  # noqa: E402
 from megasense.config import HeadConfig  # noqa: E402
+from megasense.formats.hf import keys as hf  # noqa: E402
 from megasense.models import build_model, load_weights  # noqa: E402
 
 ATOL = 1e-5

@@ -21,7 +21,7 @@ from megasense.models import build_model
 from megasense.models.gpt import causal_lm_loss
 from megasense.parallel import build_mesh
 from megasense.parallel.launch import run_distributed
-from megasense.parallel.pipeline import bubble_fraction, build_pipeline, split_stage, stage_layers
+from megasense.parallel.pipeline_parallel import bubble_fraction, build_pipeline, split_stage, stage_layers
 
 TOL = 1e-5
 STEPS, BATCH, SEQ, LR, MAX_NORM = 3, 4, 8, 0.5, 0.5
@@ -66,7 +66,7 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 def _scenario(rank: int, kind: str, options: dict, accum: int) -> dict:
     from megasense.parallel import clip_grad_norm_, full_state_dict, loss_context, parallelize
-    from megasense.parallel.pipeline import Pipeline, stage_index
+    from megasense.parallel.pipeline_parallel import Pipeline, stage_index
 
     config = ParallelConfig(**options)
     cfg = _model_config(kind)

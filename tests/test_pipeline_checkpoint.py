@@ -10,7 +10,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict
 
 from megasense.config.presets import gpt_tiny
 from megasense.models import build_model
-from megasense.parallel.pipeline import split_stage
+from megasense.parallel.pipeline_parallel import split_stage
 from megasense.training import checkpoint as ckpt
 from megasense.training.checkpoint import TrainingCheckpoints
 

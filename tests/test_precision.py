@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from _shared import shared_texts
-from megasense.checkpoints.loading import load_model
 from megasense.cli.main import _register, app
 from megasense.inference.quantize import resolve_precision
-from megasense.inference.sentiment import SentimentClassifier, load_predictor
+from megasense.predictors.sentiment import SentimentClassifier, load_predictor
+from megasense.zoo.load import load_model
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from _shared import shared_texts
-from megasense.checkpoints.errors import CheckpointError
 from megasense.config import ConfigError
 from megasense.config.pretrain import PretrainConfig
 from megasense.data.corpus import tokenize_corpus, train_tokenizer
 from megasense.data.indexed import IndexedDatasetError
+from megasense.errors import CheckpointError
 from megasense.training import checkpoint as ckpt
 from megasense.training.checkpoint import TrainingCheckpoints
 
@@ -137,10 +137,10 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint(corpus, tmp_path
 
 
 def test_pretrain_cli_end_to_end_on_real_text_and_generate(corpus, tmp_path, capsys):
-    from megasense.checkpoints.loading import load_model
     from megasense.cli.main import main
     from megasense.config import GenerationConfig
-    from megasense.inference.pipelines import TextGenerator
+    from megasense.predictors.generation import TextGenerator
+    from megasense.zoo.load import load_model
 
     run = tmp_path / "run"
     settings = {
@@ -276,9 +276,9 @@ def test_missing_corrupt_or_mismatched_corpus_files_are_named(corpus, tmp_path):
 
 
 def test_bert_masked_lm_and_sentence_order_pretraining(tmp_path):
-    from megasense.checkpoints.loading import load_model
     from megasense.models import BertForPreTraining
     from megasense.training.pretrain import pretrain
+    from megasense.zoo.load import load_model
 
     texts = [t for t in shared_texts("tweets-sentiment-en/train.csv", 3000) if t.count(". ") >= 1]
     tok = train_tokenizer(iter(texts), kind="wordpiece", vocab_size=1000, lowercase=True)

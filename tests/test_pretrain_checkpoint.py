@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from megasense.checkpoints.errors import CheckpointError
 from megasense.config.presets import gpt_tiny
+from megasense.errors import CheckpointError
 from megasense.models import build_model
 from megasense.training.checkpoint import TrainingCheckpoints
 

@@ -11,20 +11,16 @@ import torch
 from typer.testing import CliRunner
 
 from _sentiment_fixtures import save_base, tiny_base, tiny_tokenizer, toy_rows, write_csv
-from megasense.checkpoints.loading import load_model
-from megasense.checkpoints.sentiment_models import classifier_on
+from megasense.api import sentiment
 from megasense.cli.main import COMMANDS, _register, app
-from megasense.data.tables import TableError
-from megasense.inference.sentiment import (
-    SentimentClassifier,
-    SentimentRouter,
-    evaluate_file,
-    predict_file,
-    sentiment,
-)
-from megasense.tasks.labels import LabelError
-from megasense.tasks.sentiment import SentimentTask
+from megasense.files.tables import TableError
+from megasense.formats.adapter import classifier_on
+from megasense.predictors.jobs import evaluate_file, predict_file
+from megasense.predictors.labels import LabelError
+from megasense.predictors.sentiment import SentimentClassifier, SentimentRouter
+from megasense.predictors.windows import SentimentTask
 from megasense.training.finetune import FinetuneConfig, train_from_files
+from megasense.zoo.load import load_model
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -77,7 +73,7 @@ def test_aggregation_weights_windows_and_restriction_renormalises(tmp_path):
     logits[1:, 0] = 4.0
     logits[-1] = torch.tensor([0.0, 0.0, 4.0])  # the short last window votes the other way, with less weight
     result = task.aggregate(logits, plan)
-    assert result.labels == ["positive", "negative"] and result.windows[1] == 3
+    assert result.labels == ["positive", "negative"] and result.chunks[1] == 3
     np.testing.assert_allclose(result.probs.sum(axis=1), 1.0, rtol=1e-6)
     binary = task.restricted(["negative", "positive"]).aggregate(torch.tensor([[1.0, 9.0, 0.0]]), task.encode(["x"]))
     assert binary.label_names == ("negative", "positive") and binary.labels == ["negative"]
@@ -98,7 +94,7 @@ def test_long_text_is_chunked_not_truncated(classifier):
     # A tail that flips the sentiment must count: truncation at 64 tokens would only see the neutral start.
     text = " ".join(["table"] * 70 + ["awful"] * 70)
     result = classifier.predict([text])
-    assert result.windows[0] > 1
+    assert result.chunks[0] > 1
     assert result.probs[0, 0] > classifier.predict([" ".join(["table"] * 62)]).probs[0, 0]
 
 

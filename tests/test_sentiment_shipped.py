@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from _shared import SHARED_DATA, shared_texts
-from megasense.checkpoints.sentiment_models import ADAPTER_WEIGHTS, ASSETS
+from megasense.formats.adapter import ADAPTER_WEIGHTS
+from megasense.zoo.shipped import ASSETS
 
 pytestmark = pytest.mark.slow
 
@@ -19,14 +20,14 @@ def predictor():
         pytest.skip("sentiment-en is not shipped in this checkout (run recipes/sentiment.py sentiment-en)")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    from megasense.inference.sentiment import load_predictor
+    from megasense.predictors.sentiment import load_predictor
 
     yield load_predictor("sentiment-en")
     torch.set_num_threads(before)
 
 
 def _score(predictor, data: str, n: int, labels=None):
-    from megasense.tasks.metrics import classification_report
+    from megasense.predictors.metrics import classification_report
 
     texts = shared_texts(data, n)
     gold = shared_texts(data, n, column="label")
@@ -80,7 +81,7 @@ def multilingual():
         pytest.skip("sentiment-multilingual is not shipped in this checkout")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    from megasense.inference.sentiment import load_predictor
+    from megasense.predictors.sentiment import load_predictor
 
     yield load_predictor("sentiment-multilingual")
     torch.set_num_threads(before)
@@ -92,7 +93,7 @@ def test_multilingual_on_200_chinese_hotel_reviews(multilingual):
 
 
 def test_multilingual_on_200_rows_of_the_held_out_finfe_fifth(multilingual):
-    from megasense.tasks.metrics import classification_report
+    from megasense.predictors.metrics import classification_report
 
     texts = shared_texts("finfe-zh/train.csv", 1000)[::5]
     gold = shared_texts("finfe-zh/train.csv", 1000, column="label")[::5]

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from _sentiment_fixtures import tiny_base, toy_rows
-from megasense.checkpoints.loading import load_model
 from megasense.training.augment import AugmentSettings, augment, augment_dataset, random_delete, reorder_sentences
 from megasense.training.finetune import (
     BucketedBatches,
@@ -22,6 +21,7 @@ from megasense.training.finetune import (
     save_finetuned,
 )
 from megasense.training.trainer import TrainConfig, Trainer, lr_factor, parameter_groups
+from megasense.zoo.load import load_model
 
 
 @pytest.fixture(autouse=True, scope="module")

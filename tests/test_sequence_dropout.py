@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from megasense.config import HeadConfig
 from megasense.config.presets import preset
 from megasense.models import build_model
-from megasense.parallel.dropout import shard_dropout_over_sequence
+from megasense.parallel.sequence_parallel_dropout import shard_dropout_over_sequence
 
 
 def _fake_mesh(rank: int, size: int):

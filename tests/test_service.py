@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from megasense.service.app import create_app  # noqa: E402
 from megasense.service.auth import hash_key  # noqa: E402
-from megasense.service.backends import EmbeddingBackend, SentimentOutcome  # noqa: E402
+from megasense.predictors.results import SentimentResult  # noqa: E402
+from megasense.service.backends import EmbeddingBackend  # noqa: E402
 from megasense.service.settings import ServiceSettings, load_settings  # noqa: E402
 
 LABELS = ("negative", "neutral", "positive")
@@ -35,25 +36,25 @@ class EchoSentiment:
         self.delay = delay
         self.batches: list[int] = []
 
-    def run(self, texts: list[str]) -> list[SentimentOutcome]:
+    def run(self, texts: list[str]) -> list[SentimentResult]:
         self.batches.append(len(texts))
         time.sleep(self.delay)
         out = []
         for text in texts:
             label = LABELS[len(text) % 3]
             scores = {lab: (0.8 if lab == label else 0.1) for lab in LABELS}
-            out.append(SentimentOutcome(label=label, score=0.8, scores=scores, chunks=1 + len(text) // 100))
+            out.append(SentimentResult(label=label, score=0.8, probs=scores, chunks=1 + len(text) // 100))
         return out
 
 
 @pytest.fixture(scope="module")
 def tiny_embedder():
-    from megasense.checkpoints.registry import find_embedded, package_path
-    from megasense.checkpoints.release import LoadedModel
     from megasense.config import HeadConfig, preset
-    from megasense.inference.pipelines import SentenceEmbedder
+    from megasense.formats.release import LoadedModel
     from megasense.models import build_model
+    from megasense.predictors.embedding import SentenceEmbedder
     from megasense.tokenization import Tokenizer
+    from megasense.zoo.embedded import find_embedded, package_path
 
     tok = Tokenizer.load(package_path(find_embedded("all-minilm-l6-v2")))
     cfg = preset("bert-tiny").replace(vocab_size=tok.vocab_size, make_vocab_size_divisible_by=128)
@@ -83,7 +84,9 @@ def test_sentiment_one_and_many(client):
     body = r.json()
     assert body["model"] == "echo"
     assert [x["label"] for x in body["results"]] == [LABELS[4 % 3], LABELS[6 % 3], LABELS[1 % 3]]
-    assert set(body["results"][0]["scores"]) == set(LABELS)
+    first = body["results"][0]
+    assert set(first["probs"]) == set(LABELS) and first["chunks"] == 1
+    assert first["scores"] == first["probs"]  # the deprecated name carries the same numbers
     assert body["usage"] == {"texts": 3, "characters": 11, "chunks": 3}
     one = client.post("/v1/sentiment", json={"text": "fine"}).json()
     assert len(one["results"]) == 1

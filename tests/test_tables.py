@@ -7,7 +7,7 @@ import gzip
 import pandas as pd
 import pytest
 
-from megasense.data.tables import TableError, TableWriter, read_chunks, read_table, require_column
+from megasense.files.tables import TableError, TableWriter, read_chunks, read_table, require_column
 
 
 def _frame():

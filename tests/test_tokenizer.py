@@ -8,8 +8,8 @@ import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers, trainers
 
-from megasense.checkpoints.registry import find_embedded, package_path
 from megasense.tokenization import SpecialTokens, Tokenizer, TokenizerError, wordpiece_backend
+from megasense.zoo.embedded import find_embedded, package_path
 
 transformers = pytest.importorskip("transformers")
 

@@ -11,17 +11,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from megasense import _moved
+
 __version__ = "0.1.0"
+
+_moved.install()  # old module paths keep working, with a DeprecationWarning
 
 # public name -> "module:attribute"
 _API = {
-    "load_model": "megasense.checkpoints.loading:load_model",
-    "embed": "megasense.inference.api:embed",
-    "generate": "megasense.inference.api:generate",
-    "sentiment": "megasense.inference.sentiment:sentiment",
-    "evaluate": "megasense.inference.sentiment:evaluate",
-    "train": "megasense.training.finetune:train",
-    "analyze": "megasense.analytics.pipeline:analyze",
+    "load_model": "megasense.api:load_model",
+    "embed": "megasense.api:embed",
+    "generate": "megasense.api:generate",
+    "sentiment": "megasense.api:sentiment",
+    "evaluate": "megasense.api:evaluate",
+    "train": "megasense.api:train",
+    "analyze": "megasense.api:analyze",
     "TopicModel": "megasense.analytics.topics:TopicModel",
     "ModelConfig": "megasense.config:ModelConfig",
     "HeadConfig": "megasense.config:HeadConfig",

@@ -5,7 +5,7 @@ and a sentiment scorer as objects (see ``protocols``), and ``analyze`` loads the
 it is given none.
 """
 
-from megasense.analytics.pipeline import AnalysisResult, AnalyzeOptions, analyze
+from megasense.analytics.analysis import AnalysisResult, AnalyzeOptions, analyze
 from megasense.analytics.topics import Topic, TopicModel
 
 __all__ = ["AnalysisResult", "AnalyzeOptions", "Topic", "TopicModel", "analyze"]

@@ -23,7 +23,7 @@ from megasense.analytics import store
 from megasense.analytics.protocols import Embedder, Progress, score_texts
 from megasense.analytics.text import TermCounter, normalize_text
 from megasense.analytics.vectors import VectorFile
-from megasense.data.tables import TableError, read_chunks, require_column
+from megasense.files.tables import TableError, read_chunks, require_column
 
 INPUT = "_input"
 EMBEDDINGS = "embeddings.f32"

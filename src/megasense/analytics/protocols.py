@@ -1,7 +1,7 @@
 """What analytics needs from the layers below, as Protocols: any object with these methods will do.
 
 Analytics never loads a model. The caller hands in an embedder (``SentenceEmbedder`` fits) and a
-sentiment scorer (``megasense.inference.sentiment``'s predictors fit), so tests run on fakes and
+sentiment scorer (``megasense.predictors.sentiment``'s predictors fit), so tests run on fakes and
 ``import megasense.analytics`` reads no weights.
 """
 

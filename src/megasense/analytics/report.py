@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from megasense.checkpoints.atomic import atomic_file
 from megasense.config.extras import MissingExtraError
+from megasense.files.atomic import atomic_file
 
 COLORS = {"positive": "#2e9d5b", "neutral": "#9aa0a6", "negative": "#d64545"}
 FONT = '"Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", "Noto Sans", Arial, sans-serif'

@@ -21,7 +21,7 @@ from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from megasense.config.extras import MissingExtraError
-from megasense.tasks.language import dominant_script
+from megasense.predictors.language import dominant_script
 
 _NOISE = re.compile(
     r"https?://\S+|www\.\S+|\S+@\S+\.\w+|@\w+|\bURL\b|\bAT_USER\b|&(?:amp|lt|gt|quot);",

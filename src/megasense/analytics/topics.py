@@ -31,7 +31,7 @@ from megasense.analytics.represent import class_tfidf, readable_label, top_terms
 from megasense.analytics.steps import auto_min_topic_size, default_clusterer, default_reducer
 from megasense.analytics.text import Segmenter, TermCounter
 from megasense.analytics.vectors import BLOCK, blocks, gather, group_means, nearest, normalize, similarity_to
-from megasense.checkpoints.atomic import atomic_directory
+from megasense.files.atomic import atomic_directory
 
 FORMAT = "megasense-topic-model"
 WEIGHTS, CONFIG = "topics.safetensors", "topics.json"

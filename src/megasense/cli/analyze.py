@@ -55,7 +55,7 @@ def analyze(
 
       duckdb reviews-analysis/analysis.duckdb "select label, documents, mean_polarity from topics"
     """
-    from megasense.analytics.pipeline import analyze as run
+    from megasense.analytics.analysis import analyze as run
 
     with user_errors(), _Bars(enabled=progress) as bars:
         try:

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from megasense.cli.errors import user_errors
-from megasense.cli.progress import progress_bar
+from megasense.errors import MegasenseInputError
+from megasense.files.progress import progress_bar
 
 console = Console()
 
@@ -37,19 +38,18 @@ def embed(
 
       megasense embed -i posts.csv --text-col body -o posts.parquet
     """
-    from megasense.checkpoints.loading import load_model
-    from megasense.data.tables import read_chunks
-    from megasense.inference.pipelines import SentenceEmbedder, embed_file
+    from megasense.predictors.embedding import SentenceEmbedder
+    from megasense.predictors.jobs import embed_file
+    from megasense.zoo.load import load_model
 
     with user_errors():
         if bool(texts) == (input is not None):
-            raise ValueError("give texts as arguments or a file with --input (one of the two)")
+            raise MegasenseInputError("give texts as arguments or a file with --input (one of the two)")
         if input is not None and output is None:
-            raise ValueError("--input needs --output (a .npy matrix or a table file)")
+            raise MegasenseInputError("--input needs --output (a .npy matrix or a table file)")
         embedder = SentenceEmbedder(load_model(model), max_length=max_length)
         if input is not None:
-            total = sum(len(c.frame) for c in read_chunks(input))
-            with progress_bar("embedding", total, enabled=progress) as advance:
+            with progress_bar("embedding", None, enabled=progress) as advance:  # total estimated as the file is read
                 n = embed_file(embedder, input, output, text_col=text_col, progress=advance)
             console.print(f"wrote {n:,} embeddings of dimension {embedder.dim} to {output}")
             return
@@ -57,7 +57,7 @@ def embed(
         if output is not None:
             import numpy as np
 
-            from megasense.checkpoints.atomic import atomic_file
+            from megasense.files.atomic import atomic_file
 
             with atomic_file(output) as handle:
                 np.save(handle, vectors, allow_pickle=False)

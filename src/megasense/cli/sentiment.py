@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from megasense.cli.errors import user_errors
-from megasense.cli.progress import progress_bar
+from megasense.files.progress import progress_bar
 
 console = Console()
 err = Console(stderr=True)
@@ -37,17 +37,8 @@ LabelsOpt = Annotated[
 ]
 
 
-def _count_rows(path: Path) -> int | None:
-    from megasense.data.tables import read_chunks
-
-    try:
-        return sum(len(c.frame[c.frame.columns[0]]) for c in read_chunks(path, chunk_rows=65536))
-    except Exception:  # the real read that follows reports the problem properly
-        return None
-
-
 def _load_predictor(model: str, **options):
-    from megasense.inference.sentiment import load_predictor  # imported late: `megasense --help` stays fast
+    from megasense.predictors.sentiment import load_predictor  # imported late: `megasense --help` stays fast
 
     return load_predictor(model, **options)
 
@@ -73,17 +64,17 @@ def predict(
 
       megasense predict posts.jsonl --model sentiment-multilingual
     """
-    from megasense.data.tables import check_readable
-    from megasense.inference.sentiment import predict_file
-    from megasense.tasks.labels import parse_label_subset
+    from megasense.files.tables import check_readable
+    from megasense.predictors.jobs import predict_file
+    from megasense.predictors.labels import parse_label_subset
 
     with user_errors():
         check_readable(input)
         predictor = _load_predictor(
             model, labels=parse_label_subset(labels), max_length=max_length, precision=precision
         )
-        total = _count_rows(input) if progress else None
-        with progress_bar("predicting", total, enabled=progress) as advance:
+        # the total is estimated from the share of the file read so far: the input is read once
+        with progress_bar("predicting", None, enabled=progress) as advance:
             summary = predict_file(
                 predictor, input, output, text_col=text_col, strict=strict, progress=advance, preview_rows=PREVIEW
             )
@@ -147,15 +138,15 @@ def evaluate(
 
       megasense evaluate tweets.csv --label-col label --report report.json
     """
-    from megasense.checkpoints.atomic import atomic_file
-    from megasense.data.tables import check_readable
-    from megasense.inference.sentiment import evaluate_file
-    from megasense.tasks.labels import parse_label_subset
+    from megasense.files.atomic import atomic_file
+    from megasense.files.tables import check_readable
+    from megasense.predictors.jobs import evaluate_file
+    from megasense.predictors.labels import parse_label_subset
 
     with user_errors():
         check_readable(input)
         predictor = _load_predictor(model, precision=precision)
-        with progress_bar("evaluating", _count_rows(input) if progress else None, enabled=progress) as advance:
+        with progress_bar("evaluating", None, enabled=progress) as advance:
             result = evaluate_file(
                 predictor,
                 input,

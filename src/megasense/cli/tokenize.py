@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from megasense.cli.errors import user_errors
-from megasense.cli.progress import progress_bar
+from megasense.files.progress import progress_bar
 
 console = Console()
 
@@ -77,9 +77,9 @@ def train_tokenizer(
 
     Example: megasense train-tokenizer 'corpus/*.txt' -o my-tokenizer --kind wordpiece --vocab-size 30522
     """
-    from megasense.checkpoints.atomic import atomic_directory
     from megasense.data.corpus import expand_inputs, iter_documents
     from megasense.data.corpus import train_tokenizer as train
+    from megasense.files.atomic import atomic_directory
 
     with user_errors():
         if vocab_size < 64:
@@ -98,7 +98,7 @@ def _load_tokenizer(name: str):
     path = Path(name)
     if path.is_dir() and (path / "tokenizer.json").is_file() and not (path / "model.safetensors").is_file():
         return Tokenizer.load(path)
-    from megasense.checkpoints.loading import load_model
+    from megasense.zoo.load import load_model
 
     loaded = load_model(name)
     if loaded.tokenizer is None:

@@ -1,10 +1,10 @@
-"""The error raised when an optional part of megasense needs an extra that is not installed."""
+"""The error raised when an optional part of megasense needs an extra that is not installed.
+
+Defined in ``megasense.errors`` with the other error types; kept importable from here.
+"""
 
 from __future__ import annotations
 
+from megasense.errors import MissingExtraError
 
-class MissingExtraError(ImportError):
-    """An optional dependency is missing; the message names the extra (``pip install 'megasense[onnx]'``).
-
-    The CLI prints it as a user error (no traceback), like a bad file or a bad value.
-    """
+__all__ = ["MissingExtraError"]

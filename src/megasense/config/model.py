@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from megasense.errors import ConfigError
+
 Arch = Literal["bert", "gpt"]
 Norm = Literal["layernorm", "rmsnorm"]
 Activation = Literal["gelu", "gelu_tanh", "relu", "swiglu"]
@@ -26,10 +28,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "activation": ("gelu", "gelu_tanh", "relu", "swiglu"),
     "position_embedding": ("learned", "rope"),
 }
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of range or inconsistent; the message names the numbers."""
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -1,7 +1,7 @@
 """Named model shapes: tiny ones that run in seconds on a CPU (the tests use them) and real ones.
 
 A preset is a plain function returning a :class:`ModelConfig`; ``preset(name)`` looks one up.
-Real shapes carry no weights: weights come from an import (see ``megasense.checkpoints``).
+Real shapes carry no weights: weights come from an import (see ``megasense.formats`` and ``megasense.zoo``).
 """
 
 from __future__ import annotations

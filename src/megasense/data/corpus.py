@@ -17,7 +17,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from megasense.data.indexed import IndexedDatasetWriter, dtype_for_vocab
-from megasense.data.tables import TableError, read_chunks, require_column
+from megasense.files.tables import TableError, read_chunks, require_column
 from megasense.tokenization import SpecialTokens, Tokenizer
 
 Progress = Callable[[int], None]

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from megasense.errors import MegasenseInputError
+
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
 DTYPES: dict[int, type[np.generic]] = {
@@ -44,7 +46,7 @@ DTYPES: dict[int, type[np.generic]] = {
 CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
-class IndexedDatasetError(ValueError):
+class IndexedDatasetError(MegasenseInputError):
     """A token file is missing, truncated or not in the indexed-dataset format; the message names it."""
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from megasense.config import GenerationConfig
+from megasense.inference.sampling import next_token
 from megasense.models import GPTModel
-from megasense.tasks.sampling import next_token
 
 
 @dataclass

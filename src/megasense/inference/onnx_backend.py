@@ -157,7 +157,7 @@ def cached_onnx(model: nn.Module, precision: str, home: Path | None = None) -> P
     if precision not in ONNX_PRECISIONS:
         raise ValueError(f"cached_onnx needs one of {', '.join(ONNX_PRECISIONS)}, not {precision!r}")
     if home is None:
-        from megasense.checkpoints.registry import megasense_home
+        from megasense.zoo.embedded import megasense_home
 
         home = megasense_home()
     directory = Path(home) / "onnx" / model_key(model)

@@ -26,7 +26,7 @@ GPT_TP_PLAN: dict[str, str] = {
     "output_layer": "vocab_output",
 }
 
-# Where a pipeline split cuts this model (plain data, read by megasense.parallel.pipeline): the layer
+# Where a pipeline split cuts this model (plain data, read by megasense.parallel.pipeline_parallel): the layer
 # container, the modules only the first stage keeps and the ones only the last stage keeps. Every other
 # module (the rotary tables) is on every stage.
 GPT_PP_PLAN: dict[str, str | tuple[str, ...]] = {

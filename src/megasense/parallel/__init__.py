@@ -7,8 +7,7 @@ stages along ``pp``. It never names a model class.
 """
 
 from megasense.config.parallel import ParallelConfig, check_tensor_parallel
-from megasense.parallel.api import loss_context, parallelize
-from megasense.parallel.data import (
+from megasense.parallel.data_parallel import (
     apply_ddp,
     apply_fsdp,
     clip_grad_norm_,
@@ -17,9 +16,10 @@ from megasense.parallel.data import (
     unwrap,
 )
 from megasense.parallel.mesh import MESH_DIMS, build_mesh, mesh_size, sub_mesh
-from megasense.parallel.pipeline import Pipeline, build_pipeline, split_stage
+from megasense.parallel.parallelize import loss_context, parallelize
+from megasense.parallel.pipeline_parallel import Pipeline, build_pipeline, split_stage
 from megasense.parallel.plan import STYLES, PlanError, block_container, match_plan, tied_parameters
-from megasense.parallel.tensor import apply_tensor_parallel, loss_parallel_context
+from megasense.parallel.tensor_parallel import apply_tensor_parallel, loss_parallel_context
 
 __all__ = [
     "MESH_DIMS",

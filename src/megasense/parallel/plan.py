@@ -12,10 +12,12 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from megasense.errors import MegasenseInputError
+
 STYLES = ("colwise", "rowwise", "vocab_embedding", "vocab_output")
 
 
-class PlanError(ValueError):
+class PlanError(MegasenseInputError):
     """A tensor-parallel plan does not fit the model it is applied to; the message names the module."""
 
 

@@ -151,7 +151,7 @@ def _router(state: ServiceState) -> APIRouter:
         results = await _run(state, served, texts)
         return SentimentResponse(
             model=served.backend.name,
-            results=[SentimentResult(label=r.label, score=r.score, scores=r.scores) for r in results],
+            results=[SentimentResult.of(r) for r in results],
             usage=Usage(texts=len(texts), characters=sum(map(len, texts)), chunks=sum(r.chunks for r in results)),
         )
 

@@ -1,8 +1,9 @@
 """What the service runs: a backend maps a list of texts to one result per text, synchronously.
 
 The service never looks inside a model; it only batches texts for a backend's ``run``. Building a
-backend from a model name is the library's job (``megasense.inference``); this module only adapts the
-library's outputs to what the HTTP responses carry.
+backend from a model name is the library's job (``megasense.predictors``); a sentiment backend returns
+the library's own ``SentimentResult`` per text, so the HTTP JSON carries the same fields as the Python
+API and the CLI's columns.
 """
 
 from __future__ import annotations
@@ -11,16 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from megasense.predictors.results import SentimentResult
 from megasense.service.settings import ServiceSettings
-
-
-@dataclass
-class SentimentOutcome:
-    label: str
-    score: float
-    scores: dict[str, float]
-    chunks: int = 1
-    """Windows the text was split into (more than 1: it was longer than the model's window)."""
 
 
 @dataclass
@@ -36,7 +29,7 @@ class Backend(Protocol):
     labels: tuple[str, ...]
     dimensions: int | None
 
-    def run(self, texts: list[str]) -> Sequence[SentimentOutcome | EmbeddingOutcome]: ...
+    def run(self, texts: list[str]) -> Sequence[SentimentResult | EmbeddingOutcome]: ...
 
 
 class EmbeddingBackend:
@@ -56,8 +49,8 @@ class EmbeddingBackend:
 
 def load_backends(settings: ServiceSettings) -> list[Backend]:
     """The configured models, loaded (this is what takes the service's start-up time)."""
-    from megasense.checkpoints.loading import load_model
-    from megasense.inference.pipelines import SentenceEmbedder
+    from megasense.predictors.embedding import SentenceEmbedder
+    from megasense.zoo.load import load_model
 
     backends: list[Backend] = []
     if settings.model:
@@ -77,24 +70,14 @@ class SentimentBackend:
         self.predictor = predictor
         self.labels = tuple(predictor.labels)
 
-    def run(self, texts: list[str]) -> list[SentimentOutcome]:
-        result = self.predictor.predict(texts)
-        names = result.label_names
-        return [
-            SentimentOutcome(
-                label=label,
-                score=float(score),
-                scores={n: float(p) for n, p in zip(names, row)},
-                chunks=int(chunks),
-            )
-            for label, score, row, chunks in zip(result.labels, result.scores, result.probs, result.windows)
-        ]
+    def run(self, texts: list[str]) -> list[SentimentResult]:
+        return list(self.predictor.predict(texts))
 
 
 def sentiment_backend(name: str, settings: ServiceSettings) -> Backend:
-    from megasense.inference.sentiment import SentimentRouter, load_predictor
+    from megasense.predictors.sentiment import SentimentRouter, load_predictor
 
-    predictor = load_predictor(name)
+    predictor = load_predictor(name, device=settings.device, precision=settings.precision)
     if isinstance(predictor, SentimentRouter):
         predictor.multilingual  # noqa: B018 -- load both models at start-up, not on the first Chinese text
     return SentimentBackend(name, predictor)

@@ -27,9 +27,22 @@ class SentimentRequest(BaseModel):
 
 
 class SentimentResult(BaseModel):
-    label: str
+    """One text's answer: the fields of ``megasense.predictors.results.SentimentResult``."""
+
+    label: str = Field(description="The most probable label.")
     score: float = Field(description="Probability of the label.")
-    scores: dict[str, float] = Field(description="Probability of every label.")
+    probs: dict[str, float] = Field(description="Probability of every label.")
+    chunks: int = Field(1, description="Model windows the text was read in (more than 1: a long text).")
+    scores: dict[str, float] = Field(
+        description="The same as `probs` (its name before 0.2); will be removed.",
+        json_schema_extra={"deprecated": True},
+    )
+
+    @classmethod
+    def of(cls, result) -> SentimentResult:
+        return cls(
+            label=result.label, score=result.score, probs=result.probs, chunks=result.chunks, scores=result.probs
+        )
 
 
 class Usage(BaseModel):

@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
     """Origins allowed by CORS; none by default."""
     workers: int = Field(1, ge=1)
     device: str = "cpu"
+    """Device the models run on (``cpu``, ``cuda``, ``cuda:1``)."""
+    precision: str = "auto"
+    """Sentiment precision, as ``megasense predict --precision``: auto, fp32, bf16, int8, onnx, onnx-int8."""
     log_level: str = "info"
 
     @field_validator("cors_origins", mode="before")

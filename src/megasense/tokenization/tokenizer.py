@@ -21,6 +21,8 @@ import tokenizers
 import torch
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from megasense.errors import MegasenseInputError
+
 Kind = Literal["wordpiece", "unigram", "bpe"]
 KINDS = ("wordpiece", "unigram", "bpe")
 TOKENIZER_JSON = "tokenizer.json"
@@ -30,7 +32,7 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 _NO_LIMIT = 1_000_000
 
 
-class TokenizerError(ValueError):
+class TokenizerError(MegasenseInputError):
     """Tokenizer files are missing or malformed; the message names the file."""
 
 

@@ -42,8 +42,8 @@ from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from megasense.checkpoints.atomic import atomic_file
-from megasense.checkpoints.errors import CheckpointError
+from megasense.errors import CheckpointError
+from megasense.files.atomic import atomic_file
 
 LATEST = "latest"
 STATE = "state.json"

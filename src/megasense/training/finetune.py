@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from megasense.checkpoints.release import LoadedModel, save_release
-from megasense.checkpoints.sentiment_models import classifier_on, save_adapter
 from megasense.data.collate import pad_right
-from megasense.data.tables import read_table, require_column
+from megasense.files.tables import read_table, require_column
+from megasense.formats.adapter import classifier_on, save_adapter
+from megasense.formats.release import LoadedModel, save_release
 from megasense.models import weights_for_saving
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora, trainable_state_dict
-from megasense.tasks.labels import SENTIMENT_LABELS, normalize_labels
-from megasense.tasks.metrics import classification_report
-from megasense.tasks.sentiment import SentimentTask
+from megasense.predictors.labels import SENTIMENT_LABELS, normalize_labels
+from megasense.predictors.metrics import classification_report
+from megasense.predictors.windows import SentimentTask
 from megasense.training.augment import AugmentSettings, augment_dataset
 from megasense.training.trainer import TrainConfig, Trainer, TrainResult
 
@@ -409,8 +409,8 @@ def train_from_files(
     command: str = "",
 ) -> FinetuneResult:
     """``megasense train``: read the tables, fine-tune ``base``, save the best model (release + card) to ``output``."""
-    from megasense.checkpoints.atomic import check_output_dir
-    from megasense.checkpoints.loading import load_model
+    from megasense.files.atomic import check_output_dir
+    from megasense.zoo.load import load_model
 
     config = config or FinetuneConfig()
     check_output_dir(Path(output), overwrite=overwrite)  # fail before training, not after

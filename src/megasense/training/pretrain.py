@@ -26,19 +26,25 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from megasense.checkpoints.atomic import check_output_dir
-from megasense.checkpoints.errors import CheckpointError
-from megasense.checkpoints.release import save_release
 from megasense.config import ConfigError, HeadConfig, ModelConfig
 from megasense.config.pretrain import PretrainConfig
 from megasense.data.indexed import IndexedDataset
 from megasense.data.pretrain import BertMaskedDataset, GPTPackedDataset, collate
+from megasense.errors import CheckpointError
+from megasense.files.atomic import check_output_dir
+from megasense.formats.release import save_release
 from megasense.models import build_model, reset_buffers
 from megasense.models.gpt import causal_lm_loss
 from megasense.parallel import build_mesh, full_state_dict, load_full_state_dict, loss_context, parallelize, unwrap
-from megasense.parallel.checkpointing import apply_activation_checkpointing
+from megasense.parallel.activation_checkpointing import apply_activation_checkpointing
 from megasense.parallel.mesh import sub_mesh
-from megasense.parallel.pipeline import Pipeline, gather_stage_states, split_stage, stage_index, stage_state_dict
+from megasense.parallel.pipeline_parallel import (
+    Pipeline,
+    gather_stage_states,
+    split_stage,
+    stage_index,
+    stage_state_dict,
+)
 from megasense.tokenization import Tokenizer
 from megasense.training.checkpoint import TrainingCheckpoints
 from megasense.training.pretrain_log import StepReporter, flops_per_token

@@ -55,7 +55,7 @@ class TrainConfig:
     """Run forward passes under bf16 autocast (weights and optimizer state stay fp32)."""
     activation_checkpointing: Literal["none", "full", "selective"] = "none"
     """Recompute activations in backward to save memory: ``full`` every transformer layer,
-    ``selective`` only each layer's attention (see ``megasense.parallel.checkpointing``)."""
+    ``selective`` only each layer's attention (see ``megasense.parallel.activation_checkpointing``)."""
     seed: int = 0
     eval_every: int | None = None
     """Evaluate every this many optimizer steps (None: at the end of each epoch)."""
@@ -194,7 +194,7 @@ class Trainer:
         self.grad_norm: float | None = None
         if config.activation_checkpointing != "none":
             from megasense.parallel import unwrap
-            from megasense.parallel.checkpointing import apply_activation_checkpointing
+            from megasense.parallel.activation_checkpointing import apply_activation_checkpointing
 
             # A no-op when the caller applied the same mode already (before sharding, as pretrain does).
             apply_activation_checkpointing(unwrap(model), config.activation_checkpointing)

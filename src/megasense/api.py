@@ -1,0 +1,111 @@
+"""The public Python API, re-exported from ``megasense``: one thin call per job.
+
+``load_model``, ``sentiment``, ``evaluate``, ``embed``, ``generate``, ``train`` and ``analyze``. Each
+call accepts a model name, a path, or an already loaded model (``megasense.load_model``); pass a
+loaded model (or predictor) when calling many times, so the weights are read once. The work itself
+lives in the rooms below: ``predictors`` (text in, typed results out), ``training`` and ``analytics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from megasense.analytics.analysis import analyze
+from megasense.config import GenerationConfig
+from megasense.formats.release import LoadedModel
+from megasense.predictors.embedding import SentenceEmbedder
+from megasense.predictors.generation import TextGenerator
+from megasense.predictors.jobs import evaluate_file
+from megasense.predictors.sentiment import Predictor, SentimentClassifier, SentimentRouter, load_predictor
+from megasense.predictors.texts import check_texts
+from megasense.training.finetune import train
+from megasense.zoo import load_model
+from megasense.zoo.shipped import ROUTER
+
+__all__ = ["analyze", "embed", "evaluate", "generate", "load_model", "sentiment", "train"]
+
+
+def _loaded(model: str | LoadedModel) -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
+def embed(texts: Sequence[str] | str, *, model: str | LoadedModel = "all-minilm-l6-v2") -> np.ndarray:
+    """(N, hidden) L2-normalised sentence embeddings.
+
+    >>> vectors = megasense.embed(["good service", "服务很好"], model="multilingual-e5-small")  # doctest: +SKIP
+    """
+    return SentenceEmbedder(_loaded(model)).embed(texts)
+
+
+def generate(
+    prompt: str,
+    *,
+    model: str | LoadedModel = "smollm2-135m-instruct",
+    chat: bool | None = None,
+    stream: bool = False,
+    **options,
+) -> str | Iterator[str]:
+    """Generated text for ``prompt``; ``options`` are GenerationConfig fields (max_new_tokens, do_sample,
+    temperature, top_k, top_p, num_beams, seed, ...). With ``stream=True``, an iterator of text pieces.
+
+    >>> megasense.generate("What is a transformer?", max_new_tokens=40)  # doctest: +SKIP
+    """
+    generator = TextGenerator(_loaded(model))
+    config = GenerationConfig(**options)
+    if stream:
+        return generator.stream(prompt, config, chat=chat)
+    return generator.generate([prompt], config, chat=chat)[0][0]
+
+
+def sentiment(
+    texts: Sequence[str] | str,
+    *,
+    model: str | Path | LoadedModel | Predictor = ROUTER,
+    labels: Sequence[str] | None = None,
+    precision: str = "auto",
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """``{"label", "score", "probs", "chunks"}`` for a text, or a list of them for a list of texts.
+
+    ``precision`` is ``"auto"`` (the fastest at fp32's accuracy on this machine), fp32, bf16, int8, or
+    onnx / onnx-int8 (ONNX Runtime; needs ``megasense[onnx]``).
+
+    >>> megasense.sentiment(["The staff were lovely", "房间太小了"])  # doctest: +SKIP
+    """
+    predictor = _predictor(model, precision=precision)
+    if labels is not None:
+        predictor = predictor.restricted(labels)
+    out = [result.to_dict() for result in predictor.predict(check_texts(texts))]
+    return out[0] if isinstance(texts, str) else out
+
+
+def evaluate(
+    data: str | Path,
+    *,
+    label_col: str = "label",
+    text_col: str = "text",
+    model: str | Path | LoadedModel | Predictor = ROUTER,
+    labels: Sequence[str] | None = None,
+    baseline: bool = True,
+    precision: str = "auto",
+) -> dict[str, Any]:
+    """Accuracy, F1, recall, per-class scores, confusion matrix and calibration of ``model`` on a labelled table.
+
+    >>> megasense.evaluate("reviews.csv", label_col="stars_sentiment")  # doctest: +SKIP
+    """
+    return evaluate_file(
+        _predictor(model, precision=precision),
+        data,
+        label_col=label_col,
+        text_col=text_col,
+        labels=labels,
+        baseline=baseline,
+    )
+
+
+def _predictor(model: str | Path | LoadedModel | Predictor, *, precision: str) -> Predictor:
+    loaded = isinstance(model, SentimentClassifier | SentimentRouter)
+    return model if loaded else load_predictor(model, precision=precision)

@@ -1,0 +1,223 @@
+"""File jobs: a table of texts in, the same rows with predictions (or vectors) out, or an evaluation report.
+
+Each job reads its input once, in chunks, through ``megasense.files`` (CSV, TSV, JSONL, Parquet,
+TXT; errors name the file, row and column) and writes through ``TableWriter`` (a temporary file
+renamed into place at the end; never over the input). Predictions are streamed, so memory stays
+bounded; an evaluation keeps the texts and gold labels of its (labelled, so smaller) file in memory
+and predicts them in one call, which lets it choose the labels to restrict to before predicting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from megasense.errors import LabelError, TableError
+from megasense.files.atomic import atomic_file
+from megasense.files.progress import Progress, estimate_total
+from megasense.files.tables import TableWriter, read_chunks, require_column, text_column
+from megasense.predictors.embedding import SentenceEmbedder
+from megasense.predictors.evaluation import evaluate_texts
+from megasense.predictors.labels import normalize_labels
+
+
+@dataclass
+class PredictSummary:
+    rows: int = 0
+    skipped_empty: int = 0
+    chunked: int = 0
+    """Texts longer than the model's window, predicted as overlapping chunks."""
+    output: Path | None = None
+    renamed: list[str] = field(default_factory=list)
+    """Input columns that had the name of a prediction column; kept as ``input_<name>``."""
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    """The predicted rows themselves, when no output file was given."""
+
+
+def _empty_rows(texts: list[str], first_row: int, path: Path, strict: bool) -> list[int]:
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty and strict:
+        rows = ", ".join(str(first_row + i) for i in empty[:10])
+        raise TableError(f"{path}: {len(empty)} empty or all-whitespace texts (rows {rows}); --strict refuses them")
+    return empty
+
+
+def predict_frame(predictor, texts: list[str], *, progress: Progress | None = None) -> pd.DataFrame:
+    """The prediction columns for ``texts`` (see ``SentimentBatch.columns``); empty texts get an empty label
+    and no probabilities."""
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    columns = predictor.predict([texts[i] for i in keep], progress=progress).columns()
+    frame = pd.DataFrame(index=range(len(texts)), columns=list(columns), dtype=object)
+    frame["label"] = ""
+    for name, values in columns.items():
+        frame.loc[keep, name] = list(values)
+    frame["chunks"] = frame["chunks"].fillna(0).astype(int)
+    return frame
+
+
+def predict_file(
+    predictor,
+    source: str | Path,
+    output: str | Path | None,
+    *,
+    text_col: str = "text",
+    strict: bool = False,
+    chunk_rows: int = 4096,
+    progress: Progress | None = None,
+    preview_rows: int | None = None,
+) -> PredictSummary:
+    """Add ``label``, ``score``, ``prob_<label>`` and ``chunks`` columns to every row of a table.
+
+    With ``output`` the rows are written there (atomically; never over the input); without, they are
+    returned in ``summary.frames`` (only the first ``preview_rows``, when given, so memory stays bounded).
+    """
+    source = Path(source)
+    summary = PredictSummary(output=Path(output) if output is not None else None)
+    writer = TableWriter(output, protect=(source,)) if output is not None else None
+    kept = 0
+    try:
+        for chunk in read_chunks(source, chunk_rows=chunk_rows):
+            require_column(chunk.frame, text_col, source)
+            texts = text_column(chunk.frame, text_col)
+            empty = _empty_rows(texts, chunk.first_row, source, strict)
+            estimate_total(progress, summary.rows + len(texts), chunk.done)
+            predicted = predict_frame(predictor, texts, progress=progress)
+            if progress is not None and empty:
+                progress(len(empty))
+            frame = chunk.frame.reset_index(drop=True)
+            # An input column named like a prediction column (gold labels in 'label', say) is kept, renamed.
+            clashes = [c for c in predicted if c in frame]
+            if clashes:
+                frame = frame.rename(columns={c: f"input_{c}" for c in clashes})
+                summary.renamed = sorted(set(summary.renamed) | set(clashes))
+            frame = pd.concat([frame, predicted], axis=1)
+            summary.rows += len(frame)
+            summary.skipped_empty += len(empty)
+            summary.chunked += int((predicted["chunks"] > 1).sum())
+            if writer is not None:
+                writer.write(frame)
+            elif preview_rows is None or kept < preview_rows:
+                part = frame if preview_rows is None else frame.head(preview_rows - kept)
+                summary.frames.append(part)
+                kept += len(part)
+        if summary.rows == 0:
+            raise TableError(f"{source}: the file has a header but no rows")
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return summary
+
+
+@dataclass
+class LabelledTexts:
+    """A labelled table read once: the non-empty texts, their canonical gold labels, and what was skipped."""
+
+    texts: list[str]
+    gold: list[str]
+    skipped_empty: int = 0
+    source: str = ""
+
+
+def read_labelled(
+    source: str | Path, *, label_col: str = "label", text_col: str = "text", strict: bool = False
+) -> LabelledTexts:
+    """Texts and canonical labels of every non-empty row, in one pass (labels are normalised over the whole
+    column, so numbers read consistently: 0/1 is binary, 0/1/2 three classes)."""
+    source = Path(source)
+    texts: list[str] = []
+    raw: list[object] = []
+    empty = 0
+    first = None
+    for chunk in read_chunks(source):
+        require_column(chunk.frame, label_col, source, option="--label-col")
+        require_column(chunk.frame, text_col, source)
+        first = chunk.first_row if first is None else first
+        chunk_texts = text_column(chunk.frame, text_col)
+        skip = set(_empty_rows(chunk_texts, chunk.first_row, source, strict))
+        empty += len(skip)
+        labels = chunk.frame[label_col].tolist()
+        raw.extend(labels)
+        texts.extend(t if i not in skip else None for i, t in enumerate(chunk_texts))
+    if not raw:
+        raise TableError(f"{source}: the file has a header but no rows")
+    try:
+        gold = normalize_labels(raw, column=label_col, first_row=first or 2).labels
+    except LabelError as exc:
+        raise LabelError(f"{source}: {exc}") from None
+    kept = [i for i, t in enumerate(texts) if t is not None]
+    return LabelledTexts([texts[i] for i in kept], [gold[i] for i in kept], empty, str(source))
+
+
+def evaluate_file(
+    predictor,
+    source: str | Path,
+    *,
+    label_col: str = "label",
+    text_col: str = "text",
+    labels: Sequence[str] | None = None,
+    baseline: bool = True,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The report ``megasense evaluate`` prints: metrics of the model (and VADER for English) on a labelled table."""
+    data = read_labelled(source, label_col=label_col, text_col=text_col, strict=strict)
+    estimate_total(progress, len(data.texts), 1.0)
+    report = evaluate_texts(
+        predictor, data.texts, data.gold, labels=labels, baseline=baseline, source=data.source, progress=progress
+    )
+    report["skipped_empty"] = data.skipped_empty
+    return report
+
+
+def embed_file(
+    embedder: SentenceEmbedder,
+    source: str | Path,
+    output: str | Path,
+    *,
+    text_col: str = "text",
+    chunk_rows: int = 4096,
+    progress: Progress | None = None,
+) -> int:
+    """Embed the ``text_col`` of a table into ``output``; returns the number of rows written.
+
+    ``.npy`` output holds an (N, hidden) float32 matrix; a table output (CSV, TSV, JSONL, Parquet)
+    holds the input columns plus ``embedding`` (a list of floats). Written atomically; the input is
+    never overwritten.
+    """
+    source, output = Path(source), Path(output)
+    as_matrix = output.suffix.lower() == ".npy"
+    rows: list[np.ndarray] = []
+    total = 0
+    writer = None if as_matrix else TableWriter(output, protect=(source,))
+    try:
+        for chunk in read_chunks(source, chunk_rows=chunk_rows):
+            require_column(chunk.frame, text_col, source)
+            texts = text_column(chunk.frame, text_col)
+            estimate_total(progress, total + len(texts), chunk.done)
+            vectors = embedder.embed(texts, progress=progress)
+            total += len(texts)
+            if as_matrix:
+                rows.append(vectors)
+            else:
+                frame = chunk.frame.copy()
+                frame["embedding"] = [v.tolist() for v in vectors]
+                writer.write(frame)
+        if as_matrix:
+            matrix = np.concatenate(rows) if rows else np.zeros((0, embedder.dim), dtype=np.float32)
+            with atomic_file(output) as handle:
+                np.save(handle, matrix, allow_pickle=False)
+        else:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return total

@@ -1,0 +1,95 @@
+"""What a sentiment prediction is, in one place: the fields, their names, and how each surface shows them.
+
+A predictor returns a :class:`SentimentBatch` (columns over many texts, cheap to build from logits);
+``batch[i]`` is one text's :class:`SentimentResult`. Every surface uses these names:
+
+==============  ================================  ====================================================
+field           Python (``SentimentResult``)      table column (``predict``)  /  HTTP JSON
+==============  ================================  ====================================================
+label           ``label``: the chosen label        ``label``                   /  ``label``
+score           ``score``: its probability         ``score``                   /  ``score``
+probs           ``probs``: ``{label: probability}``  ``prob_<label>`` per label  /  ``probs``
+chunks          ``chunks``: model windows used      ``chunks``                  /  ``chunks``
+==============  ================================  ====================================================
+
+``probs`` is flattened to one ``prob_<label>`` column per label in tables (so CSV readers see plain
+numbers); the HTTP response also repeats ``probs`` as ``scores``, its name before version 0.2.
+``chunks`` is more than 1 when a text was longer than the model's window and was read in overlapping
+windows whose probabilities were averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PROB_PREFIX = "prob_"
+"""Table columns of ``probs``: ``prob_negative``, ``prob_neutral``, ``prob_positive``."""
+
+
+@dataclass(frozen=True)
+class SentimentResult:
+    """One text's answer."""
+
+    label: str
+    """The most probable of the allowed labels ('' for an empty text)."""
+    score: float
+    """The probability of ``label``."""
+    probs: dict[str, float]
+    """Probability of every allowed label, in the model's label order."""
+    chunks: int = 1
+    """Model windows the text was read in (more than 1: longer than the model's window)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"label", "score", "probs", "chunks"}``: what ``megasense.sentiment`` returns."""
+        return {"label": self.label, "score": self.score, "probs": dict(self.probs), "chunks": self.chunks}
+
+
+@dataclass
+class SentimentBatch:
+    """The answers for many texts, as columns."""
+
+    labels: list[str]
+    scores: np.ndarray
+    """(N,) probability of each chosen label."""
+    probs: np.ndarray
+    """(N, len(label_names)) probabilities over ``label_names``."""
+    label_names: tuple[str, ...]
+    chunks: list[int]
+    """Windows per text: more than 1 means the text was longer than the model's window."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> SentimentResult:
+        return SentimentResult(
+            label=self.labels[i],
+            score=float(self.scores[i]),
+            probs={name: float(self.probs[i, j]) for j, name in enumerate(self.label_names)},
+            chunks=int(self.chunks[i]),
+        )
+
+    def __iter__(self) -> Iterator[SentimentResult]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def windows(self) -> list[int]:
+        """Deprecated name of ``chunks``."""
+        return self.chunks
+
+    def columns(self, *, decimals: int = 6) -> dict[str, Any]:
+        """The table columns ``megasense predict`` adds: label, score, prob_<label>..., chunks."""
+        columns: dict[str, Any] = {"label": self.labels, "score": np.round(self.scores, decimals)}
+        for j, name in enumerate(self.label_names):
+            columns[f"{PROB_PREFIX}{name}"] = np.round(self.probs[:, j], decimals)
+        columns["chunks"] = self.chunks
+        return columns
+
+    @classmethod
+    def empty(cls, label_names: tuple[str, ...]) -> SentimentBatch:
+        return cls(
+            labels=[], scores=np.zeros(0), probs=np.zeros((0, len(label_names))), label_names=label_names, chunks=[]
+        )
