@@ -13,7 +13,7 @@ from typing import Any
 
 from megasense import _moved
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _moved.install()  # old module paths keep working, with a DeprecationWarning
 
