@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from megasense.cli.errors import err_console, user_errors
+from megasense.errors import MissingExtraError
+from megasense.files.progress import ProgressBars
 
 console = Console()
 
@@ -57,7 +57,7 @@ def analyze(
     """
     from megasense.analytics.analysis import analyze as run
 
-    with user_errors(), _Bars(enabled=progress) as bars:
+    with user_errors(), ProgressBars(enabled=progress) as bars:
         try:
             result = run(
                 input,
@@ -80,52 +80,13 @@ def analyze(
                 report=report,
                 chunk_size=chunk_size,
             )
-        except ImportError as exc:  # an optional extra is missing; the message names it
-            raise ValueError(str(exc)) from None
+        except ModuleNotFoundError as exc:  # an optional dependency that raised no MissingExtraError of its own
+            if (exc.name or "megasense").split(".")[0] == "megasense":
+                raise  # a module of megasense itself: a bug
+            raise MissingExtraError(
+                f"megasense analyze needs {exc.name}, which is not installed: pip install 'megasense[analytics]'"
+            ) from None
     _print(result)
-
-
-class _Bars:
-    """The analysis's progress bars in one live display: stages that run together (reading, sentiment,
-    embedding) each get their own bar at once, which separate ``rich`` displays cannot do."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = (TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn())
-        columns += (TimeElapsedColumn(), TimeRemainingColumn())
-        self.enabled = enabled
-        self.display = Progress(*columns, console=Console(stderr=True), transient=False) if enabled else None
-
-    def __enter__(self) -> _Bars:
-        if self.display is not None:
-            self.display.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.display is not None:
-            self.display.stop()
-
-    @contextlib.contextmanager
-    def __call__(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-        if self.display is None:
-            yield lambda n: None
-            return
-        task = self.display.add_task(description, total=total)
-        try:
-            yield lambda n: self.display.advance(task, n)
-        finally:  # a bar of unknown length shows its count when done
-            done = self.display.tasks[[t.id for t in self.display.tasks].index(task)].completed
-            self.display.update(
-                task, total=max(done, 1) if total is None else total, completed=done if total is None else None
-            )
 
 
 def _print(result) -> None:

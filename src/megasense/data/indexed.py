@@ -20,9 +20,7 @@ temporary names and renamed into place when complete.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from megasense.errors import MegasenseInputError
+from megasense.files.atomic import AtomicPath, AtomicWriter, atomic_file
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -55,7 +54,7 @@ def dtype_for_vocab(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.int32)
 
 
-class IndexedDatasetWriter:
+class IndexedDatasetWriter(AtomicWriter):
     """``add_document([ids, ...])`` per document; ``close()`` publishes ``PREFIX.bin`` and ``PREFIX.idx``."""
 
     def __init__(self, prefix: str | Path, *, dtype: np.dtype | type = np.uint16, overwrite: bool = False) -> None:
@@ -67,10 +66,8 @@ class IndexedDatasetWriter:
         for path in (self.bin_path, self.idx_path):
             if path.exists() and not overwrite:
                 raise IndexedDatasetError(f"{path}: already exists; pass --overwrite or choose another output prefix")
-        self.prefix.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.bin_path.name}.tmp-", dir=self.prefix.parent)
-        self._bin = os.fdopen(fd, "wb")
-        self._bin_tmp = Path(name)
+        self._bin_out = AtomicPath(self.bin_path)
+        self._bin = open(self._bin_out.tmp, "wb")  # noqa: SIM115 -- closed in close() / abort()
         self._lengths = array("i")
         self._doc_index = array("q", [0])
         self._limit = np.iinfo(self.dtype).max if self.dtype.kind in "iu" else None
@@ -95,46 +92,30 @@ class IndexedDatasetWriter:
         return len(self._doc_index) - 1
 
     def close(self) -> None:
-        self._bin.flush()
-        os.fsync(self._bin.fileno())
         self._bin.close()
         lengths = np.frombuffer(self._lengths, dtype=np.int32) if self._lengths else np.zeros(0, np.int32)
         pointers = np.zeros(len(lengths), dtype=np.int64)
         if len(lengths):
             pointers[1:] = np.cumsum(lengths[:-1].astype(np.int64)) * self.dtype.itemsize
         docs = np.frombuffer(self._doc_index, dtype=np.int64)
-        fd, name = tempfile.mkstemp(prefix=f".{self.idx_path.name}.tmp-", dir=self.prefix.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(MAGIC)
-            handle.write(struct.pack("<Q", VERSION))
-            handle.write(struct.pack("<B", CODES[self.dtype]))
-            handle.write(struct.pack("<Q", len(lengths)))
-            handle.write(struct.pack("<Q", len(docs)))
-            handle.write(lengths.tobytes(order="C"))
-            handle.write(pointers.tobytes(order="C"))
-            handle.write(docs.tobytes(order="C"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        for tmp in (self._bin_tmp, Path(name)):
-            os.chmod(tmp, 0o666 & ~mask)
-        # .bin first: a reader that finds the new .idx always finds its .bin.
-        os.replace(self._bin_tmp, self.bin_path)
-        os.replace(name, self.idx_path)
+        try:
+            with atomic_file(self.idx_path, "wb") as handle:
+                handle.write(MAGIC)
+                handle.write(struct.pack("<Q", VERSION))
+                handle.write(struct.pack("<B", CODES[self.dtype]))
+                handle.write(struct.pack("<Q", len(lengths)))
+                handle.write(struct.pack("<Q", len(docs)))
+                handle.write(lengths.tobytes(order="C"))
+                handle.write(pointers.tobytes(order="C"))
+                handle.write(docs.tobytes(order="C"))
+                # .bin first: a reader that finds the new .idx always finds its .bin.
+                self._bin_out.commit()
+        finally:
+            self._bin_out.discard()  # nothing left to delete once committed
 
     def abort(self) -> None:
         self._bin.close()
-        self._bin_tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> IndexedDatasetWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        self._bin_out.discard()
 
 
 class IndexedDataset:

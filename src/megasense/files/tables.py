@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from megasense.errors import TableError
+from megasense.files.atomic import AtomicPath, AtomicWriter
 
 FORMATS = {
     ".csv": "csv",
@@ -240,7 +240,7 @@ def require_column(frame: pd.DataFrame, column: str, path: Path | str, *, option
         raise TableError(f"{path}: no column {column!r} (choose one with {option}); the columns are: {existing}")
 
 
-class TableWriter:
+class TableWriter(AtomicWriter):
     """Append chunks to a temporary file beside ``path``; ``close()`` renames it into place."""
 
     def __init__(self, path: str | Path, *, fmt: str | None = None, protect: tuple[Path, ...] = ()) -> None:
@@ -249,10 +249,8 @@ class TableWriter:
         for other in protect:
             if other.exists() and self.path.exists() and os.path.samefile(other, self.path):
                 raise TableError(f"{self.path}: refusing to overwrite the input file; choose another output path")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(name)
+        self._out = AtomicPath(self.path)
+        self.tmp = self._out.tmp
         self._parquet: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self._rows = 0
@@ -280,26 +278,17 @@ class TableWriter:
         self._rows += len(frame)
 
     def close(self) -> Path:
-        if self._parquet is not None:
-            self._parquet.close()
-        with open(self.tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(self.tmp, 0o666 & ~mask)  # mkstemp made it private (0600); give it a normal file's mode
-        os.replace(self.tmp, self.path)
-        return self.path
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+        except BaseException:
+            self._out.discard()
+            raise
+        return self._out.commit()
 
     def abort(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+        finally:
+            self._out.discard()

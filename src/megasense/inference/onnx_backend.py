@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ import torch
 from torch import nn
 
 from megasense.config.extras import MissingExtraError
+from megasense.files.atomic import AtomicPath
 
 ONNX_PRECISIONS = ("onnx", "onnx-int8")
 RECIPE = "megasense-onnx-v1 opset17 int8=per-channel-qint8"
@@ -59,20 +57,6 @@ def model_key(model: nn.Module) -> str:
         digest.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:32]
-
-
-def _write_atomic(target: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(temporary path)`` beside ``target``, then rename the result onto ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
 
 
 class _Traced(nn.Module):
@@ -116,21 +100,19 @@ def export_fp32(model: nn.Module, target: Path) -> Path:
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     axes.update({name: {0: "batch"} for name in fields})
 
-    def write(path: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about the padding-mask branch (see _example)
-            torch.onnx.export(
-                traced,
-                _example(model),
-                str(path),
-                input_names=list(INPUTS),
-                output_names=list(fields),
-                dynamic_axes=axes,
-                opset_version=17,
-                dynamo=False,  # the TorchScript exporter: no onnxscript dependency
-            )
-
-    return _write_atomic(target, write)
+    with AtomicPath(target, suffix=".onnx") as path, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about the padding-mask branch (see _example)
+        torch.onnx.export(
+            traced,
+            _example(model),
+            str(path),
+            input_names=list(INPUTS),
+            output_names=list(fields),
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,  # the TorchScript exporter: no onnxscript dependency
+        )
+    return target
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
@@ -140,16 +122,15 @@ def quantize_int8(source: Path, target: Path) -> Path:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    def write(path: Path) -> None:
-        quant_logger = logging.getLogger()  # quantize_dynamic logs a pre-processing hint at WARNING
-        level = quant_logger.level
-        quant_logger.setLevel(logging.ERROR)
-        try:
+    quant_logger = logging.getLogger()  # quantize_dynamic logs a pre-processing hint at WARNING
+    level = quant_logger.level
+    quant_logger.setLevel(logging.ERROR)
+    try:
+        with AtomicPath(target, suffix=".onnx") as path:
             quantize_dynamic(str(source), str(path), per_channel=True, weight_type=QuantType.QInt8)
-        finally:
-            quant_logger.setLevel(level)
-
-    return _write_atomic(target, write)
+    finally:
+        quant_logger.setLevel(level)
+    return target
 
 
 def cached_onnx(model: nn.Module, precision: str, home: Path | None = None) -> Path:

@@ -11,7 +11,6 @@ length, the chat template and megasense's ``kind``. Older directories with only 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from megasense.errors import MegasenseInputError
+from megasense.files.atomic import AtomicPath, atomic_write_text
 
 Kind = Literal["wordpiece", "unigram", "bpe"]
 KINDS = ("wordpiece", "unigram", "bpe")
@@ -133,8 +133,8 @@ class Tokenizer:
         Hugging Face export.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(directory / TOKENIZER_JSON))
+        with AtomicPath(directory / TOKENIZER_JSON) as tmp:
+            self.backend.save(str(tmp))
         settings: dict[str, Any] = {
             "megasense_kind": self.kind,
             "tokenizer_class": "PreTrainedTokenizerFast",
@@ -145,9 +145,7 @@ class Tokenizer:
                 settings[f"{name}_token"] = token
         if self.chat_template:
             settings["chat_template"] = self.chat_template
-        tmp = directory / f".{TOKENIZER_CONFIG}.tmp"
-        tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, directory / TOKENIZER_CONFIG)
+        atomic_write_text(directory / TOKENIZER_CONFIG, json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
     # ------------------------------------------------------------------------------------------
     # Facts

