@@ -22,8 +22,13 @@ sys.path.insert(0, str(ROOT / "recipes"))
 import torch  # noqa: E402
 from sentiment import DATA, clean_tweet  # noqa: E402
 
-from megasense.predictors.windows import SentimentTask  # noqa: E402
-from megasense.training.finetune import Examples, FinetuneConfig, evaluate_model, finetune, read_examples  # noqa: E402
+from megasense.training.finetune import (  # noqa: E402
+    Examples,
+    FinetuneConfig,
+    evaluate_examples,
+    finetune,
+    read_examples,
+)
 from megasense.zoo import load_model  # noqa: E402
 
 
@@ -42,7 +47,6 @@ def main() -> None:
     random.Random(0).shuffle(pairs)
     hold = Examples([t for t, _ in pairs[:300]], [y for _, y in pairs[:300]])
     train = Examples([t for t, _ in pairs[300 : 300 + args.rows]], [y for _, y in pairs[300 : 300 + args.rows]])
-    task = SentimentTask(base.tokenizer, max_length=256)
     for seed in args.seeds:
         for augment in (False, True):
             config = FinetuneConfig(
@@ -50,7 +54,8 @@ def main() -> None:
                 augment_copies=args.copies, seed=seed, progress=False, patience=None,
             )  # fmt: skip
             result = finetune(base, train, hold, config)
-            report = evaluate_model(result.loaded.model, task, val, config.labels, bf16=True)
+            # as `megasense evaluate val.csv --model MODEL --precision bf16` measures the saved model
+            report = evaluate_examples(result.loaded, val, precision="bf16")
             record = {"seed": seed, "augment": augment, "rows": args.rows, "copies": args.copies}
             record |= {k: round(report[k], 4) for k in ("macro_recall", "accuracy", "macro_f1")}
             record["seconds"] = round(result.seconds)

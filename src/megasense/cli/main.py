@@ -1,7 +1,8 @@
 """The ``megasense`` command: a table of subcommand -> function, each defined in its own module.
 
-Every subcommand turns expected failures (bad input, missing files, missing models) into a
-one-paragraph message and a non-zero exit; a traceback means a bug in megasense.
+Every subcommand runs inside ``cli.errors.user_errors``: megasense's own errors (bad input, missing
+files, missing models) print as one line ``error: ...`` and exit 2; anything else is a bug in megasense
+and prints its traceback with a request to report it, exit 1.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import sys
 
 import typer
 
+from megasense.cli.command_line import RecordingGroup
+from megasense.cli.errors import user_errors
+
 app = typer.Typer(
     name="megasense",
     help="Megatron-style language models for the text people write: sentiment, topics, generation.",
@@ -18,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=RecordingGroup,  # keeps the command line as typed, for `megasense train`'s model card
 )
 
 
@@ -51,7 +56,9 @@ def _register() -> None:
     for name, target in COMMANDS.items():
         module_name, func_name = target.split(":")
         module = importlib.import_module(f"megasense.cli.{module_name}")
-        app.command(name)(getattr(module, func_name))
+        # every command ends alike: the user's mistakes in one line (exit 2), a bug with its traceback (exit 1),
+        # including what a command does outside its own `with user_errors()`
+        app.command(name)(user_errors()(getattr(module, func_name)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -201,6 +201,7 @@ def print_report(result: dict) -> None:
 
 
 def train(
+    ctx: typer.Context,
     train: Annotated[Path, typer.Argument(help="Labelled training table (text and label columns).")],
     base: Annotated[str, typer.Option(help="Encoder to fine-tune: minilm-l6, e5-small, a checkpoint or a path.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the fine-tuned model.")],
@@ -225,12 +226,13 @@ def train(
 ) -> None:
     """Fine-tune an encoder on your labels; saves the best model (release format) with a model card.
 
+    The card records this command line, the config, and the `megasense evaluate` command that prints its metrics.
+
     Example:
 
       megasense train train.csv --val val.csv --base minilm-l6 --output my-model --lora --epochs 3
     """
-    import shlex
-
+    from megasense.cli.command_line import command_line
     from megasense.training.finetune import FinetuneConfig, train_from_files
 
     with user_errors():
@@ -248,13 +250,6 @@ def train(
             bf16=bf16,
             seed=seed,
         )
-        parts = ["megasense", "train", str(train), *(["--val", str(val)] if val else []), "--base", base]
-        parts += ["--output", str(output), "--text-col", text_col, "--label-col", label_col, "--epochs", str(epochs)]
-        parts += [*(["--lr", str(lr)] if lr else []), "--batch-size", str(batch_size), "--max-length", str(max_length)]
-        parts += ["--class-weights", class_weights, "--patience", str(patience), "--monitor", monitor]
-        parts += [*(["--eval-every", str(eval_every)] if eval_every else []), "--seed", str(seed)]
-        parts += [flag for on, flag in ((lora, "--lora"), (augment, "--augment"), (not bf16, "--no-bf16")) if on]
-        command = " ".join(shlex.quote(p) for p in parts)
         result = train_from_files(
             train,
             val,
@@ -264,7 +259,7 @@ def train(
             text_col=text_col,
             label_col=label_col,
             overwrite=overwrite,
-            command=command,
+            command=command_line(ctx),
         )
         if result.report is not None:
             print_report({**result.report, "model": str(output), "data": str(val)})

@@ -5,6 +5,7 @@ from megasense.config.head import TASKS, HeadConfig
 from megasense.config.model import ConfigError, ModelConfig, padded_vocab_size
 from megasense.config.parallel import ParallelConfig
 from megasense.config.presets import PRESETS, preset
+from megasense.config.train import TrainConfig
 
 __all__ = [
     "PRESETS",
@@ -14,6 +15,7 @@ __all__ = [
     "HeadConfig",
     "ModelConfig",
     "ParallelConfig",
+    "TrainConfig",
     "padded_vocab_size",
     "preset",
 ]

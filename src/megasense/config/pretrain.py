@@ -16,11 +16,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from megasense.config.model import ConfigError, ModelConfig
 from megasense.config.parallel import ParallelConfig
 from megasense.config.presets import PRESETS, preset
+from megasense.config.train import Schedule, TrainConfig
 
 Objective = Literal["gpt", "bert"]
 
@@ -95,47 +96,37 @@ class DataSection:
 
 
 @dataclass(kw_only=True, frozen=True)
-class TrainSection:
-    """Optimisation (the ``TrainConfig`` fields a pretraining run uses) plus batch sizes and the FLOP peak."""
+class TrainSection(TrainConfig):
+    """The ``[train]`` table: a ``TrainConfig`` (what the Trainer runs) with pretraining's defaults, plus
+    the batch size, the device, how weights are initialised, TensorBoard and the FLOP peak."""
 
+    # This job's defaults, where they differ from TrainConfig's (GPT-style: a higher peak rate, a cosine
+    # decay and beta2 = 0.95; see megasense.config.train).
     max_steps: int = 100
     """Optimizer steps of the whole run (also the schedule's horizon)."""
 
-    micro_batch_size: int = 8
-    """Samples per rank per forward pass; global batch = micro_batch_size x dp x grad_accum."""
-
-    grad_accum: int = 1
-    """Micro-batches accumulated before each optimizer step."""
-
     lr: float = 1e-3
+    """Peak learning rate, reached at the end of warm-up."""
+
     warmup_ratio: float = 0.01
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = 0.01
+    """Fraction of the run spent warming up linearly from 0."""
+
+    schedule: Schedule = "cosine"
+    """Decay after warm-up: to 0 along a cosine or a line, or none."""
+
     betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float | None = 1.0
-    bf16: bool = False
-    """bf16 autocast for the forward pass (fp32 master weights and optimizer state)."""
-
-    activation_checkpointing: Literal["none", "full", "selective"] = "none"
-    """Recompute activations in backward instead of keeping them: ``full`` recomputes every
-    transformer layer (keeps only layer inputs), ``selective`` only each layer's attention, the part
-    whose activations grow with the sequence length squared (Megatron's selective recomputation)."""
-
-    seed: int = 0
-    """Seed of the weight initialisation and dropout."""
+    """AdamW's moment decay rates."""
 
     log_every: int = 10
     """Write a metrics record every this many steps (the progress bar updates every step)."""
 
-    metrics_path: str | None = None
-    """JSONL metrics log (rank 0 only); None: none."""
+    # Pretraining's own fields.
+    micro_batch_size: int = 8
+    """Samples per rank per forward pass; global batch = micro_batch_size x dp x grad_accum."""
 
     tensorboard: bool | str = False
     """TensorBoard event files (rank 0 only; needs ``pip install 'megasense[tensorboard]'``):
     ``true`` writes under ``runs/`` (TensorBoard's default run directory), a string is the log directory."""
-
-    progress: bool = True
-    """A progress bar on stderr (rank 0 only)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: CUDA with NCCL when a GPU is visible, else CPU with gloo."""
@@ -148,26 +139,43 @@ class TrainSection:
     peak_flops: float | None = None
     """Peak FLOP/s of one device for MFU (e.g. 989e12 for an H100's dense bf16); None: no MFU."""
 
+    UNUSED: ClassVar[tuple[str, ...]] = (
+        "epochs",
+        "steps_per_epoch",
+        "eval_every",
+        "monitor",
+        "mode",
+        "patience",
+        "time_budget_s",
+    )
+    """``TrainConfig`` fields a pretraining run has no use for (it runs ``max_steps`` over an endless
+    stream of samples and does not evaluate): not keys of ``[train]``, and left at their defaults."""
+
     def __post_init__(self) -> None:
-        for key in ("max_steps", "micro_batch_size", "grad_accum", "log_every"):
+        if self.max_steps is None:
+            raise ConfigError("train.max_steps is required: the optimizer steps of the whole run")
+        for key in ("max_steps", "micro_batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}={getattr(self, key)} must be at least 1")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr={self.lr} must be positive")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ConfigError(f"train.schedule={self.schedule!r} is not one of cosine, linear, constant")
-        if self.activation_checkpointing not in ("none", "full", "selective"):
-            raise ConfigError(
-                f"train.activation_checkpointing={self.activation_checkpointing!r} is not one of none, full, selective"
-            )
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        for key in self.UNUSED:
+            if getattr(self, key) != defaults[key]:
+                raise ConfigError(f"train.{key}={getattr(self, key)!r}: pretraining does not use {key}")
+        super().__post_init__()
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device={self.device!r} is not one of auto, cpu, cuda")
         if self.init not in ("single", "sharded"):
             raise ConfigError(f"train.init={self.init!r} is not one of single, sharded")
         if self.peak_flops is not None and self.peak_flops <= 0:
             raise ConfigError(f"train.peak_flops={self.peak_flops} must be positive")
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The keys of the ``[train]`` table."""
+        return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in cls.UNUSED]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in super().to_dict().items() if key not in self.UNUSED}
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -268,6 +276,7 @@ class PretrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
         out["model"] = self.model.to_dict()
+        out["train"] = self.train.to_dict()
         return out
 
     @classmethod
@@ -340,7 +349,7 @@ def _section(name: str, kind: type, table: dict[str, Any]) -> Any:
         hints = typing.get_type_hints(ModelConfig)
         overrides = {k: _coerce(f"model.{k}", v, hints[k]) if k in hints else v for k, v in table.items()}
         return ModelSection(preset=preset_name, overrides=overrides)
-    fields = {f.name: f for f in dataclasses.fields(kind) if f.init}
+    fields = kind.keys() if kind is TrainSection else [f.name for f in dataclasses.fields(kind) if f.init]
     unknown = sorted(set(table) - set(fields))
     if unknown:
         raise ConfigError(f"unknown {name} key(s) {unknown}; {name} keys are {sorted(fields)}")

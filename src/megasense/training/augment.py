@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from megasense.errors import ConfigError
+
 _GROUPS = (
     ("good", "great", "fine", "nice", "decent"),
     ("bad", "poor", "awful", "terrible", "lousy"),
@@ -70,9 +72,9 @@ class AugmentSettings:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha <= 0.5:
-            raise ValueError(f"augment alpha={self.alpha} must be in (0, 0.5]")
+            raise ConfigError(f"augment alpha={self.alpha} must be in (0, 0.5]")
         if self.copies < 1:
-            raise ValueError(f"augment copies={self.copies} must be at least 1")
+            raise ConfigError(f"augment copies={self.copies} must be at least 1")
 
 
 def _split(text: str) -> tuple[list[str], str]:

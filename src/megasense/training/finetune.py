@@ -5,14 +5,23 @@ on the base encoder, optionally add LoRA and augment the training texts, then tr
 generic ``Trainer`` in length-bucketed batches with class weights, evaluating on the validation set
 and stopping early on its ``monitor`` metric. The result is saved as a release directory (merged
 weights, loadable by ``load_model``) plus the adapter alone (what shipped models carry).
+
+Validation goes through the predictors: a ``SentimentClassifier`` on the current weights and
+``predictors.evaluation.evaluate_texts``, the path ``megasense evaluate`` takes, at precision bf16 or
+fp32 as the config's ``bf16`` says. So the numbers in the model card are exactly what
+``megasense evaluate VAL --model OUTPUT --precision P`` prints; the card names the command.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import random
+import shlex
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,66 +30,91 @@ import numpy as np
 import torch
 from torch import nn
 
+from megasense.config import HeadConfig
+from megasense.config.train import TrainConfig
 from megasense.data.collate import pad_right
+from megasense.errors import ConfigError
 from megasense.files.tables import read_table, require_column
 from megasense.formats.adapter import classifier_on, save_adapter
 from megasense.formats.release import LoadedModel, save_release
 from megasense.models import weights_for_saving
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora, trainable_state_dict
+from megasense.predictors.evaluation import evaluate_texts
 from megasense.predictors.labels import SENTIMENT_LABELS, normalize_labels
-from megasense.predictors.metrics import classification_report
+from megasense.predictors.sentiment import SentimentClassifier
 from megasense.predictors.windows import SentimentTask
 from megasense.training.augment import AugmentSettings, augment_dataset
-from megasense.training.trainer import TrainConfig, Trainer, TrainResult
+from megasense.training.trainer import Trainer, TrainResult
 
 
-@dataclass(kw_only=True)
-class FinetuneConfig:
+@dataclass(kw_only=True, frozen=True)
+class FinetuneConfig(TrainConfig):
+    """``megasense train``'s options: a ``TrainConfig`` (what the Trainer runs, as it is) with fine-tuning's
+    defaults, plus the labels, the batch size, the head, LoRA, class weights and augmentation."""
+
+    # This job's defaults, where they differ from TrainConfig's (see megasense.config.train).
+    lr: float | None = None
+    """Peak learning rate; None: 5e-5 for full fine-tuning, 5e-4 with LoRA (resolved when the config is made)."""
+
+    epochs: int = 3
+    """Passes over the training data."""
+
+    bf16: bool = True
+    """bf16 autocast for training and validation; validation then runs at ``--precision bf16`` (else fp32)."""
+
+    monitor: str | None = "macro_recall"
+    """Validation metric to keep the best weights by (with a validation set only)."""
+
+    patience: int | None = 2
+    """Evaluations without improvement of ``monitor`` before stopping (with a validation set only)."""
+
+    # Fine-tuning's own fields.
     labels: tuple[str, ...] = SENTIMENT_LABELS
     """Class names in logit order."""
-    epochs: int = 3
+
     batch_size: int = 32
-    lr: float | None = None
-    """Peak learning rate (default: 5e-5 for full fine-tuning, 5e-4 with LoRA)."""
+    """Texts per forward pass (``grad_accum`` of them make one optimizer step)."""
+
     max_length: int = 128
     """Training texts are truncated to this many tokens."""
+
     lora: bool = False
+    """Train LoRA adapters (plus the head and, with ``train_norms``, the layer norms) instead of all weights."""
+
     lora_rank: int = 16
     lora_alpha: float = 32.0
     train_norms: bool = True
     """With LoRA, also train the layer norms (a few thousand values) besides the head."""
+
     class_weights: str = "balanced"
     """``balanced`` (n / (classes x count)), ``sqrt`` (its square root) or ``none``."""
+
     augment: bool = False
+    """Add EDA-augmented copies of the training texts."""
+
     augment_copies: int = 1
     pooling: str = "mean"
     dropout: float = 0.1
-    warmup_ratio: float = 0.06
-    schedule: str = "linear"
-    weight_decay: float = 0.01
-    grad_accum: int = 1
-    bf16: bool = True
-    seed: int = 0
-    eval_every: int | None = None
-    """Evaluate every this many steps (default: once per epoch)."""
-    monitor: str = "macro_recall"
-    patience: int | None = 2
-    max_steps: int | None = None
-    time_budget_s: float | None = None
-    """Stop training (keeping the best evaluated weights) once this many seconds have passed."""
-    metrics_path: str | None = None
-    progress: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if self.lr is None:
+            object.__setattr__(self, "lr", 5e-4 if self.lora else 5e-5)
+        super().__post_init__()
         if self.class_weights not in ("balanced", "sqrt", "none"):
-            raise ValueError(f"class_weights={self.class_weights!r} is not one of balanced, sqrt, none")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be at least 1")
-        self.labels = tuple(self.labels)
+            raise ConfigError(f"train.class_weights={self.class_weights!r} is not one of balanced, sqrt, none")
+        for key in ("batch_size", "max_length", "lora_rank", "augment_copies"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)} must be at least 1")
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else (5e-4 if self.lora else 5e-5)
+        return self.lr
+
+    @property
+    def precision(self) -> str:
+        """The precision validation runs at, as ``megasense evaluate --precision`` names it."""
+        return "bf16" if self.bf16 else "fp32"
 
 
 @dataclass
@@ -89,6 +123,39 @@ class Examples:
     labels: list[int]
     source: str = ""
     skipped_empty: int = 0
+    label_mask: list[tuple[bool, ...]] | None = None
+    """Per row, which of the model's labels the row may have (None: all, for every row). Rows of a binary
+    source (negative/positive) are trained on those two only and evaluated restricted to them."""
+
+    def allowed_labels(self, names: Sequence[str]) -> tuple[str, ...] | None:
+        """The labels any row allows (what evaluation restricts predictions to), or None when that is all."""
+        if self.label_mask is None:
+            return None
+        allowed = tuple(n for i, n in enumerate(names) if any(m[i] for m in self.label_mask))
+        return None if len(allowed) == len(names) else allowed
+
+
+def restrict_labels(examples: Examples, allowed: Sequence[str], names: Sequence[str] = SENTIMENT_LABELS) -> Examples:
+    """``examples`` with every row allowed only ``allowed`` (a binary source: ``("negative", "positive")``)."""
+    unknown = sorted(set(allowed) - set(names))
+    if unknown:
+        raise ValueError(f"{examples.source}: labels {unknown} are not among the model's labels {list(names)}")
+    mask = tuple(n in allowed for n in names)
+    outside = sorted({names[y] for y in examples.labels if not mask[y]})
+    if outside:
+        raise ValueError(f"{examples.source}: rows labelled {outside}, but the source allows only {list(allowed)}")
+    return dataclasses.replace(examples, label_mask=[mask] * len(examples.texts))
+
+
+def concat_examples(parts: Sequence[Examples], source: str = "") -> Examples:
+    """One set from several; rows of parts without a mask allow every label."""
+    texts = [t for p in parts for t in p.texts]
+    labels = [y for p in parts for y in p.labels]
+    mask = None
+    if any(p.label_mask is not None for p in parts):
+        width = len(next(p.label_mask for p in parts if p.label_mask is not None)[0])
+        mask = [m for p in parts for m in (p.label_mask or [(True,) * width] * len(p.texts))]
+    return Examples(texts=texts, labels=labels, source=source, label_mask=mask)
 
 
 @dataclass
@@ -155,10 +222,12 @@ class BucketedBatches:
         pad_id: int,
         seed: int,
         class_weights: torch.Tensor | None = None,
+        label_mask: list[tuple[bool, ...]] | None = None,
     ) -> None:
         self.ids, self.labels = ids, labels
         self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
         self.class_weights = class_weights
+        self.label_mask = label_mask
 
     def __len__(self) -> int:
         return (len(self.ids) + self.batch_size - 1) // self.batch_size
@@ -182,44 +251,49 @@ class BucketedBatches:
             }
             if self.class_weights is not None:
                 out["class_weights"] = self.class_weights
+            if self.label_mask is not None:
+                out["label_mask"] = torch.tensor([self.label_mask[i] for i in batch], dtype=torch.bool)  # (B, L)
             yield out
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, sequences: Sequence[Sequence[int]], *, pad_id: int, bf16: bool, max_batch_tokens: int = 8192
-) -> torch.Tensor:
-    """(N, labels) logits in the order of ``sequences``, computed in length-sorted batches."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    out: torch.Tensor | None = None
-    device = next(model.parameters()).device
-    start = 0
-    while start < len(order):
-        longest = len(sequences[order[min(len(order) - 1, start + 127)]])
-        size = max(1, min(128, max_batch_tokens // max(1, longest)))
-        index = order[start : start + size]
-        ids, mask = pad_right([sequences[i] for i in index], pad_id)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-        if out is None:
-            out = logits.new_empty((len(sequences), logits.shape[1]))
-        out[torch.as_tensor(index)] = logits
-        start += size
-    return out
+def evaluate_examples(
+    loaded: LoadedModel,
+    examples: Examples,
+    *,
+    precision: str = "fp32",
+    max_length: int = 256,
+    name: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The report ``megasense evaluate`` gives for ``examples`` (labels as indices into the model's labels)
+    with ``loaded`` at ``precision``, VADER left out; ``report["precision"]`` says which precision.
+
+    ``labels`` restricts the predictions as ``megasense evaluate --labels`` does; by default a set whose rows
+    allow fewer labels (a binary source) is restricted to those."""
+    classifier = SentimentClassifier(loaded, max_length=max_length, precision=precision, name=name)
+    gold = [loaded.head.labels[i] for i in examples.labels]
+    labels = labels if labels is not None else examples.allowed_labels(loaded.head.labels)
+    report = evaluate_texts(classifier, examples.texts, gold, labels=labels, baseline=False, source=examples.source)
+    report["precision"] = classifier.precision
+    return report
 
 
 def evaluate_model(
     model: nn.Module, task: SentimentTask, examples: Examples, labels: Sequence[str], *, bf16: bool
 ) -> dict[str, Any]:
-    """Classification report on ``examples``, predictions restricted to the labels the data has."""
-    gold = [labels[i] for i in examples.labels]
-    present = [label for label in labels if label in set(gold)]
-    restricted = task.restricted(present) if len(present) < len(labels) and len(present) >= 2 else task
-    plan = restricted.encode(examples.texts)
-    logits = predict_logits(model, plan.sequences, pad_id=task.tokenizer.pad_id, bf16=bf16)
-    result = restricted.aggregate(logits, plan)
-    report = classification_report(gold, result.labels, restricted.allowed, confidence=result.scores)
-    report["labels_used"] = list(restricted.allowed)
+    """Deprecated: use ``evaluate_examples`` with a ``LoadedModel`` (``FinetuneResult.loaded``)."""
+    warnings.warn(
+        "megasense.training.finetune.evaluate_model is deprecated; use evaluate_examples(result.loaded, examples, "
+        "precision=...), which evaluates as `megasense evaluate` does",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    head = HeadConfig(task="classification", labels=tuple(labels), text_prefix=task.prefix)
+    loaded = LoadedModel(
+        model=model, config=model.config, head=head, tokenizer=task.tokenizer, path=Path("model"), metadata={}
+    )
+    report = evaluate_examples(loaded, examples, precision="bf16" if bf16 else "fp32", max_length=task.max_length)
+    report["labels_used"] = report["labels"]
     return report
 
 
@@ -230,10 +304,30 @@ def _add_lora(model: nn.Module, config: FinetuneConfig) -> LoRASettings:
     return settings
 
 
+Validation = Examples | Mapping[str, Examples]
+"""One validation set, or several by name: then each is evaluated alone and the monitor is the worst of them."""
+
+_HIGHER_BETTER = ("accuracy", "macro_f1", "macro_recall", "weighted_f1")
+
+
 def finetune(
-    base: LoadedModel, train: Examples, val: Examples | None, config: FinetuneConfig, *, max_length_eval: int = 256
+    base: LoadedModel,
+    train: Examples,
+    val: Validation | None,
+    config: FinetuneConfig,
+    *,
+    max_length_eval: int = 256,
+    name: str | None = None,
 ) -> FinetuneResult:
-    """Train a classifier on ``base``; with ``val``, keep the weights that scored best on ``config.monitor``."""
+    """Train a classifier on ``base``; with ``val``, keep the weights that scored best on ``config.monitor``.
+
+    Validation runs as ``megasense evaluate`` does (``evaluate_examples``) with windows of ``max_length_eval``
+    tokens; ``name`` is the model's name in the report (where it will be saved). With several validation
+    sets (a mapping), each is evaluated alone (a binary one restricted to its labels) and every metric is
+    the worst over the sets (``accuracy`` their minimum, ``ece`` their maximum), so the best weights are
+    those that sacrifice no source; the per-set numbers are logged as ``<set>/<metric>``.
+
+    Rows with a ``label_mask`` (``Examples.label_mask``) are trained on the labels they allow only."""
     if base.tokenizer is None:
         raise ValueError(f"{base.path}: the base model has no tokenizer; it cannot read text")
     started = time.perf_counter()
@@ -241,6 +335,8 @@ def finetune(
     model, head = classifier_on(base, config.labels, pooling=config.pooling, dropout=config.dropout)
     lora = _add_lora(model, config) if config.lora else None
     texts, labels = train.texts, train.labels
+    if config.augment and train.label_mask is not None:
+        raise ConfigError("train.augment does not support examples with a label_mask (binary sources)")
     if config.augment:
         texts, labels = augment_dataset(
             texts, labels, seed=config.seed, settings=AugmentSettings(copies=config.augment_copies)
@@ -249,36 +345,29 @@ def finetune(
     ids = tokenizer.encode_batch([head.text_prefix + t for t in texts], max_length=config.max_length)
     weights = class_weight_tensor(labels, len(config.labels), config.class_weights)
     batches = BucketedBatches(
-        ids, labels, batch_size=config.batch_size, pad_id=tokenizer.pad_id, seed=config.seed, class_weights=weights
+        ids,
+        labels,
+        batch_size=config.batch_size,
+        pad_id=tokenizer.pad_id,
+        seed=config.seed,
+        class_weights=weights,
+        label_mask=train.label_mask,
     )
-    window = min(max_length_eval, base.config.max_position_embeddings)
-    task = SentimentTask(tokenizer, config.labels, prefix=head.text_prefix, max_length=window, overlap=window // 4)
     evaluate = None
     if val is not None:
-        evaluate = _timed_evaluate(task, val, config, started)
-    train_config = TrainConfig(
-        lr=config.peak_lr,
-        epochs=config.epochs,
-        max_steps=config.max_steps,
-        steps_per_epoch=max(1, len(batches) // config.grad_accum),
-        warmup_ratio=config.warmup_ratio,
-        schedule=config.schedule,
-        weight_decay=config.weight_decay,
-        grad_accum=config.grad_accum,
-        bf16=config.bf16,
-        seed=config.seed,
-        eval_every=config.eval_every,
+        evaluate = _timed_evaluate(base, head, val, config, started, max_length=max_length_eval)
+    # The config is the Trainer's as it is; only what the data decides is filled in.
+    spent = time.perf_counter() - started
+    run = config.replace(
+        steps_per_epoch=config.steps_per_epoch or max(1, len(batches) // config.grad_accum),
         monitor=config.monitor if val is not None else None,
         patience=config.patience if val is not None else None,
-        metrics_path=config.metrics_path,
-        progress=config.progress,
-        time_budget_s=None if config.time_budget_s is None else config.time_budget_s - (time.perf_counter() - started),
+        time_budget_s=None if config.time_budget_s is None else max(0.0, config.time_budget_s - spent),
     )
-    trainer = Trainer(model, train_config, evaluate=evaluate)
-    result = trainer.fit(batches)
+    result = Trainer(model, run, evaluate=evaluate).fit(batches)
     adapter = trainable_state_dict(model) if lora is not None else {}
     model.eval()
-    report = evaluate_model(model, task, val, config.labels, bf16=config.bf16) if val is not None else None
+    # The released weights (LoRA folded in), and the final report measured on exactly those.
     merged = merge_lora(copy.deepcopy(model)) if lora is not None else model
     for param in merged.parameters():
         param.requires_grad_(False)
@@ -290,18 +379,50 @@ def finetune(
         path=Path(str(base.path)),
         metadata={"base": str(base.path), "lora": None if lora is None else asdict(lora)},
     )
+    report = None
+    if val is not None:
+        report = _validation_report(loaded, val, config.precision, max_length=max_length_eval, name=name)
     out = FinetuneResult(model=model, loaded=loaded, train=result, report=report, config=config, adapter=adapter)
     out.seconds = time.perf_counter() - started
     return out
 
 
-def _timed_evaluate(task: SentimentTask, val: Examples, config: FinetuneConfig, started: float):
+def _timed_evaluate(
+    base: LoadedModel, head: HeadConfig, val: Validation, config: FinetuneConfig, started: float, *, max_length: int
+):
+    """The Trainer's ``evaluate``: the report of the live module (LoRA unmerged: its forward adds the adapters)."""
+
     def evaluate(model: nn.Module) -> dict[str, float]:
-        report = evaluate_model(model, task, val, config.labels, bf16=config.bf16)
-        keys = ("accuracy", "macro_f1", "macro_recall", "weighted_f1", "ece")
-        return {**{k: report[k] for k in keys}, "elapsed_s": time.perf_counter() - started}
+        live = LoadedModel(
+            model=model, config=base.config, head=head, tokenizer=base.tokenizer, path=Path(str(base.path)), metadata={}
+        )
+        report = _validation_report(live, val, config.precision, max_length=max_length)
+        keys = (*_HIGHER_BETTER, "ece")
+        per_set = {f"{s}/{k}": r[k] for s, r in report.get("sets", {}).items() for k in ("macro_recall", "accuracy")}
+        return {**{k: report[k] for k in keys}, **per_set, "elapsed_s": time.perf_counter() - started}
 
     return evaluate
+
+
+def _validation_report(
+    loaded: LoadedModel, val: Validation, precision: str, *, max_length: int, name: str | None = None
+) -> dict[str, Any]:
+    """One set's report; for several, the worst of each metric over the sets plus ``sets`` (name -> report)."""
+    if isinstance(val, Examples):
+        return evaluate_examples(loaded, val, precision=precision, max_length=max_length, name=name)
+    if not val:
+        raise ValueError("no validation sets given (an empty mapping)")
+    sets = {
+        s: evaluate_examples(loaded, ex, precision=precision, max_length=max_length, name=name) for s, ex in val.items()
+    }
+    worst = {k: min(r[k] for r in sets.values()) for k in _HIGHER_BETTER}
+    return {
+        **worst,
+        "ece": max(r["ece"] for r in sets.values()),
+        "n": sum(r["n"] for r in sets.values()),
+        "precision": precision,
+        "sets": sets,
+    }
 
 
 def save_finetuned(
@@ -316,7 +437,7 @@ def save_finetuned(
     """A release directory (merged weights) and, for LoRA runs, ``adapter/`` with the adapter alone."""
     directory = Path(directory)
     loaded = result.loaded
-    meta = {"base": base_name, "finetune": _config_dict(result.config), "report": result.report, **(metadata or {})}
+    meta = {"base": base_name, "finetune": result.config.to_dict(), "report": result.report, **(metadata or {})}
     save_release(
         directory,
         config=loaded.config,
@@ -341,17 +462,18 @@ def save_finetuned(
     return directory
 
 
-def _config_dict(config: FinetuneConfig) -> dict[str, Any]:
-    d = asdict(config)
-    d["labels"] = list(config.labels)
-    d["lr"] = config.peak_lr
-    return d
-
-
 def model_card(
-    name: str, base: str, result: FinetuneResult, *, train: Examples, val: Examples | None, command: str
+    name: str,
+    base: str,
+    result: FinetuneResult,
+    *,
+    train: Examples,
+    val: Examples | None,
+    command: str,
+    evaluate: str | None = None,
 ) -> str:
-    """A README.md for a fine-tuned model: data, settings, validation metrics and the command."""
+    """A README.md for a fine-tuned model: data, validation metrics (and the ``megasense evaluate`` command
+    that prints them), the config as the run used it, and the command that made the model."""
     cfg = result.config
     lines = [
         f"# {name}",
@@ -375,6 +497,9 @@ def model_card(
             "| --- | --- |",
             *[f"| {k} | {r[k]:.4f} |" for k in ("accuracy", "macro_f1", "weighted_f1", "macro_recall", "ece")],
             f"| n | {r['n']} |",
+            "",
+            f"Measured as `megasense evaluate` measures, at precision {r['precision']}"
+            + (f"; this prints the same numbers:\n\n    {evaluate}" if evaluate else "."),
         ]
     else:
         lines.append("No validation set was given.")
@@ -385,8 +510,11 @@ def model_card(
         f"- steps: {result.train.steps} (best at step {result.train.best_step}), "
         f"{result.train.samples_per_s:.1f} samples/s, {result.seconds:.0f} s"
         + (", stopped early" if result.train.stopped_early else ""),
-        f"- settings: epochs {cfg.epochs}, batch {cfg.batch_size}, lr {cfg.peak_lr:g}, max_length {cfg.max_length}, "
-        f"class weights {cfg.class_weights}, bf16 {cfg.bf16}, seed {cfg.seed}",
+        "- config (`FinetuneConfig`):",
+        "",
+        "```json",
+        json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False),
+        "```",
         "",
         "## Reproduce",
         "",
@@ -408,7 +536,10 @@ def train_from_files(
     overwrite: bool = False,
     command: str = "",
 ) -> FinetuneResult:
-    """``megasense train``: read the tables, fine-tune ``base``, save the best model (release + card) to ``output``."""
+    """``megasense train``: read the tables, fine-tune ``base``, save the best model (release + card) to ``output``.
+
+    ``command`` is what made the model (the command line as typed, or the Python call); the card and the
+    release metadata record it beside the config."""
     from megasense.files.atomic import check_output_dir
     from megasense.zoo.load import load_model
 
@@ -418,9 +549,18 @@ def train_from_files(
     val = read_examples(val_path, text_col=text_col, label_col=label_col, labels=config.labels) if val_path else None
     loaded = base if isinstance(base, LoadedModel) else load_model(base)
     base_name = str(base.path) if isinstance(base, LoadedModel) else str(base)
-    result = finetune(loaded, train, val, config)
-    card = model_card(Path(output).name, base_name, result, train=train, val=val, command=command or "megasense train")
-    save_finetuned(result, output, base_name=base_name, card=card, overwrite=overwrite)
+    result = finetune(loaded, train, val, config, name=str(output))
+    command = command or "megasense train"
+    evaluate = None
+    if val is not None:
+        columns = [*(["--text-col", text_col] if text_col != "text" else [])]
+        columns += ["--label-col", label_col] if label_col != "label" else []
+        evaluate = shlex.join(
+            ["megasense", "evaluate", str(val_path), "--model", str(output), "--precision", config.precision, *columns]
+        )
+    card = model_card(Path(output).name, base_name, result, train=train, val=val, command=command, evaluate=evaluate)
+    metadata = {"command": command, "evaluate": evaluate}
+    save_finetuned(result, output, base_name=base_name, card=card, metadata=metadata, overwrite=overwrite)
     return result
 
 
@@ -440,14 +580,18 @@ def train(
     >>> megasense.train("train.csv", "val.csv", base="minilm-l6", output="my-model", lora=True)  # doctest: +SKIP
     """
     options.setdefault("progress", False)
+    config = FinetuneConfig(**options)
+    given = {"base": base, "output": str(output), "text_col": text_col, "label_col": label_col}
+    given |= {"overwrite": overwrite, **options}
+    arguments = [repr(str(train)), repr(str(val) if val else None), *(f"{k}={v!r}" for k, v in given.items())]
     return train_from_files(
         train,
         val,
         base=base,
         output=output,
-        config=FinetuneConfig(**options),
+        config=config,
         text_col=text_col,
         label_col=label_col,
         overwrite=overwrite,
-        command=f"megasense.train({str(train)!r}, {str(val) if val else None!r}, base={base!r}, ...)",
+        command=f"megasense.train({', '.join(arguments)})",
     )

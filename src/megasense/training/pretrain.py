@@ -48,7 +48,7 @@ from megasense.parallel.pipeline_parallel import (
 from megasense.tokenization import Tokenizer
 from megasense.training.checkpoint import TrainingCheckpoints
 from megasense.training.pretrain_log import StepReporter, flops_per_token
-from megasense.training.trainer import TrainConfig, Trainer
+from megasense.training.trainer import Trainer
 
 StepCallback = Callable[[Trainer, dict[str, Any]], None]
 
@@ -93,8 +93,12 @@ def _run(config: PretrainConfig, device: torch.device, *, resume: bool, callback
     pipeline = build_pipeline_model(model_cfg, head, mesh, config, device) if config.parallel.pp > 1 else None
     model = pipeline.module if pipeline is not None else build_parallel_model(model_cfg, head, mesh, config, device)
     dataset = make_dataset(config, corpus, model_cfg, tokenizer)
+    # The [train] section is the Trainer's config; logging is the driver's (rank 0, with tokens/s and MFU).
     trainer = Trainer(
-        model, train_config(config), loss_context=lambda: loss_context(config.parallel), pipeline=pipeline
+        model,
+        config.train.replace(progress=False, metrics_path=None),
+        loss_context=lambda: loss_context(config.parallel),
+        pipeline=pipeline,
     )
     result = PretrainResult(steps=0)
     aliases = pipeline.aliases() if pipeline is not None else {}
@@ -130,25 +134,6 @@ def _run(config: PretrainConfig, device: torch.device, *, resume: bool, callback
     if config.export.dir:
         result.export_dir = str(export(model, model_cfg, head, config, tokenizer, trainer.step, mesh=mesh))
     return result
-
-
-def train_config(config: PretrainConfig) -> TrainConfig:
-    """The trainer's settings from the ``[train]`` section (logging is the driver's, on rank 0)."""
-    t = config.train
-    return TrainConfig(
-        lr=t.lr,
-        max_steps=t.max_steps,
-        warmup_ratio=t.warmup_ratio,
-        schedule=t.schedule,
-        weight_decay=t.weight_decay,
-        betas=t.betas,
-        grad_clip=t.grad_clip,
-        grad_accum=t.grad_accum,
-        bf16=t.bf16,
-        activation_checkpointing=t.activation_checkpointing,
-        seed=t.seed,
-        progress=False,
-    )
 
 
 def _resume(checkpoints: TrainingCheckpoints, trainer: Trainer, config: PretrainConfig, aliases: dict[str, str]) -> int:

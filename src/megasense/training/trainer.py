@@ -5,99 +5,33 @@ passed as ``model(**batch)``, and the loss is read from the model's output datac
 unless ``loss_fn`` says otherwise). What it adds is the part every run needs done the same way:
 AdamW with no weight decay on norms and biases, warm-up then cosine or linear decay, gradient
 accumulation and clipping, optional bf16 autocast, seeding, periodic evaluation with early stopping
-on a monitored metric (keeping the best weights), a JSONL metrics log and a progress bar.
+on a monitored metric (keeping the best weights), a JSONL metrics log and a progress bar. Its
+settings are one ``megasense.config.train.TrainConfig`` (also importable from here), or a job's
+extension of it (pretraining's ``[train]`` section, fine-tuning's ``FinetuneConfig``), used as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from megasense.config.train import TrainConfig
+from megasense.files.jsonl import JsonlLog
+from megasense.files.progress import progress_bar
+
 Batch = dict[str, torch.Tensor]
 BatchSource = Callable[[int], Iterable[Batch]]
 """``epoch -> batches``: called once per epoch, so each epoch can shuffle with its own seed."""
-
-
-@dataclass(kw_only=True)
-class TrainConfig:
-    lr: float = 5e-5
-    """Peak learning rate, reached at the end of warm-up."""
-    epochs: int = 1
-    """Passes over the batch source (``max_steps`` stops earlier when set)."""
-    max_steps: int | None = None
-    """Optimizer steps to run at most; also the horizon of the schedule when given."""
-    steps_per_epoch: int | None = None
-    """Optimizer steps in one epoch; needed for the schedule when ``max_steps`` is not given."""
-    warmup_ratio: float = 0.06
-    """Fraction of the schedule spent warming up linearly from 0."""
-    schedule: Literal["cosine", "linear", "constant"] = "linear"
-    """Decay after warm-up: to 0 along a cosine or a line, or none."""
-    weight_decay: float = 0.01
-    """AdamW decoupled weight decay, on matrices only (never on biases and norm weights)."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = 1.0
-    """Clip the global gradient norm to this value (None: no clipping)."""
-    grad_accum: int = 1
-    """Micro-batches whose gradients add up before each optimizer step."""
-    bf16: bool = False
-    """Run forward passes under bf16 autocast (weights and optimizer state stay fp32)."""
-    activation_checkpointing: Literal["none", "full", "selective"] = "none"
-    """Recompute activations in backward to save memory: ``full`` every transformer layer,
-    ``selective`` only each layer's attention (see ``megasense.parallel.activation_checkpointing``)."""
-    seed: int = 0
-    eval_every: int | None = None
-    """Evaluate every this many optimizer steps (None: at the end of each epoch)."""
-    monitor: str | None = None
-    """Metric from ``evaluate`` to keep the best weights by, e.g. ``macro_recall``."""
-    mode: Literal["max", "min"] = "max"
-    patience: int | None = None
-    """Stop after this many evaluations without improvement of ``monitor`` (None: never stop early)."""
-    log_every: int = 20
-    """Write a training record to the metrics log every this many optimizer steps."""
-    metrics_path: str | None = None
-    """JSONL file that receives one record per log and per evaluation."""
-    progress: bool = True
-    """Show a rich progress bar on stderr."""
-    time_budget_s: float | None = None
-    """Stop after the optimizer step that passes this many seconds (then evaluate and keep the best)."""
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be positive")
-        if self.epochs < 1:
-            raise ValueError(f"epochs={self.epochs} must be at least 1")
-        if self.grad_accum < 1:
-            raise ValueError(f"grad_accum={self.grad_accum} must be at least 1")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"schedule={self.schedule!r} is not one of cosine, linear, constant")
-        if self.activation_checkpointing not in ("none", "full", "selective"):
-            raise ValueError(
-                f"activation_checkpointing={self.activation_checkpointing!r} is not one of none, full, selective"
-            )
-        if self.patience is not None and self.monitor is None:
-            raise ValueError("patience needs a metric to watch: set monitor (e.g. monitor='macro_recall')")
-        if self.max_steps is None and self.steps_per_epoch is None:
-            raise ValueError("give max_steps or steps_per_epoch, so the learning-rate schedule knows its length")
-
-    @property
-    def total_steps(self) -> int:
-        if self.max_steps is not None:
-            return self.max_steps
-        return self.epochs * self.steps_per_epoch
 
 
 @dataclass
@@ -180,6 +114,7 @@ class Trainer:
     ) -> None:
         self.model = model
         self.config = config
+        total_steps = config.total_steps  # the schedule's horizon: refused here when the config has none
         self.loss_fn = loss_fn or _output_loss
         self.evaluate = evaluate
         # Wraps each forward + backward (e.g. torch's loss_parallel for tensor-parallel logits).
@@ -200,10 +135,10 @@ class Trainer:
             apply_activation_checkpointing(unwrap(model), config.activation_checkpointing)
         seed_everything(config.seed)
         self.optimizer = adamw(parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.betas)
-        warmup = int(config.total_steps * config.warmup_ratio)
+        warmup = int(total_steps * config.warmup_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda step: lr_factor(step, total=config.total_steps, warmup=warmup, schedule=config.schedule),
+            lambda step: lr_factor(step, total=total_steps, warmup=warmup, schedule=config.schedule),
         )
         self.step = 0
         self.last_lr: float | None = None
@@ -226,13 +161,16 @@ class Trainer:
         history: list[dict[str, Any]] = []
         stopped = out_of_time = False
         samples, started = 0, time.perf_counter()
-        with _MetricsLog(cfg.metrics_path) as log, _progress(cfg.total_steps, cfg.progress) as advance:
-            log.write({"event": "start", "config": _jsonable(asdict(cfg))})
+        bar = progress_bar(
+            "training", cfg.total_steps, enabled=cfg.progress, status="loss {loss:.4f}", loss=float("nan")
+        )
+        with JsonlLog(cfg.metrics_path) as log, bar as advance:
+            log.write({"event": "start", "config": cfg.to_dict()})
             epoch, evaluated_at = 0, -1
             for epoch in range(cfg.epochs):
                 for loss, n in self._steps(source(epoch)):
                     samples += n
-                    advance(1, loss)
+                    advance(1, loss=loss)
                     elapsed = time.perf_counter() - started
                     if self.on_step is not None:
                         record = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self._lr(), "samples": n}
@@ -339,7 +277,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
-    def _evaluate(self, epoch: int, history: list[dict[str, Any]], log: _MetricsLog) -> bool:
+    def _evaluate(self, epoch: int, history: list[dict[str, Any]], log: JsonlLog) -> bool:
         """Run ``evaluate``, keep the best weights; True when patience has run out."""
         if self.evaluate is None:
             return False
@@ -401,61 +339,6 @@ def _batch_size(batch: Batch) -> int:
         if isinstance(value, torch.Tensor) and value.ndim >= 1:
             return int(value.shape[0])
     return 1
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-class _MetricsLog:
-    """Appends one JSON object per line; flushed per record so a crashed run keeps its log."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = Path(path) if path else None
-        self.handle = None
-
-    def __enter__(self) -> _MetricsLog:
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(self.path, "a", encoding="utf-8")
-        return self
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.handle is not None:
-            self.handle.write(json.dumps({"time": round(time.time(), 3), **record}, default=float) + "\n")
-            self.handle.flush()
-
-    def __exit__(self, *exc) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[int, float], None]]:
-    if not enabled:
-        yield lambda n, loss: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("[bold]training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("training", total=total, loss=float("nan"))
-        yield lambda n, loss: bar.update(task, advance=n, loss=loss)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
