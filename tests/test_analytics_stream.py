@@ -171,7 +171,7 @@ def test_pipeline_reduces_through_a_sample_read_back_in_blocks(tmp_path):
 
 
 def test_cli_shows_a_bar_per_stage(tmp_path, monkeypatch, capsys):
-    from megasense.analytics import pipeline
+    from megasense.analytics import analysis as pipeline
     from megasense.cli.main import main
 
     monkeypatch.setattr(pipeline, "_load_embedder", lambda name: FakeEmbedder())

@@ -116,6 +116,6 @@ def test_cli_refuses_onnx_without_onnxruntime(home, tmp_path, monkeypatch):
     result = cli(
         "predict", str(write_posts(tmp_path)), "--model", "sentiment-en", "--precision", "onnx", "--no-progress"
     )
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert "megasense[onnx]" in result.output
     assert "Traceback" not in result.output

@@ -86,4 +86,4 @@ def test_cli_predict_with_int8(tmp_path):
 
 def test_cli_refuses_an_unknown_precision(tmp_path):
     result = cli("predict", str(write_posts(tmp_path)), "--model", "sentiment-en", "--precision", "fp8")
-    assert result.exit_code != 0 and "unknown precision 'fp8'" in result.output
+    assert result.exit_code == 2 and "unknown precision 'fp8'" in result.output and "Traceback" not in result.output

@@ -184,16 +184,16 @@ def test_cli_predict_evaluate_and_errors(trained, tmp_path):
     assert ev.exit_code == 0, ev.output
     assert "macro recall" in ev.output and json.loads(report.read_text())["n"] == 20
     missing = _cli("predict", str(data), "--model", str(trained), "--text-col", "body", "--no-progress")
-    assert missing.exit_code != 0 and "the columns are: 'text', 'label'" in missing.output
+    assert missing.exit_code == 2 and "the columns are: 'text', 'label'" in missing.output
     empty = tmp_path / "empty.csv"
     empty.write_text("", encoding="utf-8")
     for bad, message in ((empty, "empty"), (tmp_path, "is a directory")):
         r = _cli("predict", str(bad), "--model", str(trained), "--no-progress")
-        assert r.exit_code != 0 and message in r.output
+        assert r.exit_code == 2 and message in r.output
     invalid = tmp_path / "latin1.csv"
     invalid.write_bytes("text,label\nok,positive\ncaf\xe9,neutral\n".encode("latin-1"))
     r = _cli("predict", str(invalid), "--model", str(trained), "--no-progress")
-    assert r.exit_code != 0 and "row 3" in r.output and "UTF-8" in r.output
+    assert r.exit_code == 2 and "row 3" in r.output and "UTF-8" in r.output
 
 
 def test_cli_train_writes_a_release_with_a_card(tmp_path):
@@ -207,7 +207,7 @@ def test_cli_train_writes_a_release_with_a_card(tmp_path):
     assert "macro_recall" in card and "megasense train" in card and "EDA" in card
     assert load_model(out).head.labels == LABELS and (out / "adapter" / "adapter.safetensors").is_file()
     again = _cli(*args, "--epochs", "1")
-    assert again.exit_code != 0 and "already exists" in again.output
+    assert again.exit_code == 2 and "already exists" in again.output
 
 
 def test_an_input_column_named_label_is_kept_not_overwritten(classifier, tmp_path):
@@ -218,3 +218,24 @@ def test_an_input_column_named_label_is_kept_not_overwritten(classifier, tmp_pat
     assert summary.renamed == ["label"]
     assert frame["input_label"].tolist() == ["pos", "neg"]
     assert frame["label"].tolist() == ["positive", "negative"]
+
+
+def test_cli_predict_and_evaluate_read_the_input_once_with_a_progress_bar(trained, tmp_path, monkeypatch):
+    from megasense.files import tables
+
+    data = write_csv(tmp_path / "in.csv", toy_rows(30, 4))
+    opened: list[str] = []
+    real = tables.read_chunks
+
+    def counting(path, **kwargs):
+        opened.append(str(path))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(tables, "read_chunks", counting)
+    monkeypatch.setattr("megasense.predictors.jobs.read_chunks", counting)
+    for command in (["predict", "--output", str(tmp_path / "out.csv")], ["evaluate"]):
+        opened.clear()
+        result = _cli(command[0], str(data), "--model", str(trained), "--progress", *command[1:])
+        assert result.exit_code == 0, result.output
+        assert opened == [str(data)], f"{command[0]} read the input {len(opened)} times"
+        assert "30/30" in result.output  # the bar's total, estimated from the share of the file read

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from megasense.predictors.results import SentimentResult  # noqa: E402
 from megasense.service.app import create_app  # noqa: E402
 from megasense.service.auth import hash_key  # noqa: E402
-from megasense.predictors.results import SentimentResult  # noqa: E402
 from megasense.service.backends import EmbeddingBackend  # noqa: E402
 from megasense.service.settings import ServiceSettings, load_settings  # noqa: E402
 

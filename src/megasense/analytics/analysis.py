@@ -28,9 +28,10 @@ from megasense.analytics.ingest import INPUT, first_chunk, ingest, language_samp
 from megasense.analytics.protocols import Embedder, Progress, SentimentScorer, no_progress
 from megasense.analytics.tables import ADDED, build_tables
 from megasense.analytics.text import detect_language
-from megasense.analytics.timeseries import parse_times
+from megasense.analytics.timeseries import FREQS, parse_times
 from megasense.analytics.topics import TopicModel
 from megasense.analytics.vectors import blocks
+from megasense.errors import ConfigError, MegasenseInputError, TableError
 from megasense.files.atomic import atomic_directory
 
 EMBEDDING_MODELS = {"en": "all-minilm-l6-v2", "zh": "multilingual-e5-small", "mixed": "multilingual-e5-small"}
@@ -61,11 +62,13 @@ class AnalyzeOptions:
 
     def __post_init__(self) -> None:
         if self.lang not in LANGS:
-            raise ValueError(f"lang {self.lang!r}: expected one of {', '.join(LANGS)}")
+            raise ConfigError(f"lang {self.lang!r} (--lang): expected one of {', '.join(LANGS)}")
+        if self.freq is not None and self.freq not in FREQS:
+            raise ConfigError(f"freq {self.freq!r} (--freq): expected one of {', '.join(FREQS)}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be at least 1")
+            raise ConfigError(f"batch_size={self.batch_size} must be at least 1")
         if self.chunk_size < 1:
-            raise ValueError(f"chunk_size={self.chunk_size} (--chunk-size) must be at least 1")
+            raise ConfigError(f"chunk_size={self.chunk_size} (--chunk-size) must be at least 1")
 
 
 @dataclass
@@ -276,14 +279,14 @@ def _times(values: pd.Series | None, rows: np.ndarray, opts: AnalyzeOptions, war
     parsed = parse_times(values, rows)
     problems = parsed.problems(opts.time_col)
     if problems and opts.strict:
-        raise ValueError(
+        raise TableError(
             f"{source}: "
             + "; ".join(problems)
             + " (--strict refuses them; without it they are left out of the time series)"
         )
     warnings += [p + "; left out of the time series" for p in problems]
     if parsed.times.isna().all():
-        raise ValueError(f"{source}: column {opts.time_col!r} holds no usable dates; check --time-col")
+        raise TableError(f"{source}: column {opts.time_col!r} holds no usable dates; check --time-col")
     return parsed
 
 
@@ -350,8 +353,8 @@ def _load_scorer(name: str) -> SentimentScorer:
 
     try:
         return load_predictor(name)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (to analyse without sentiment, pass --no-sentiment / scorer=False)") from None
+    except MegasenseInputError as exc:  # an unknown model name or path; a bug keeps its own type and traceback
+        raise MegasenseInputError(f"{exc} (to analyse without sentiment, pass --no-sentiment / scorer=False)") from None
 
 
 def _load_embedder(name: str) -> Embedder:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from megasense.analytics import store
+from megasense.errors import MegasenseInputError
 
 MAX_ROWS = 500
 
@@ -43,7 +44,9 @@ class DashboardData:
         self.directory = Path(directory)
         summary = store.read_summary(self.directory)
         if summary is None or not (self.directory / store.DATABASE).is_file():
-            raise ValueError(f"{self.directory}: holds no megasense analysis (run `megasense analyze ... --out DIR`)")
+            raise MegasenseInputError(
+                f"{self.directory}: holds no megasense analysis (run `megasense analyze ... --out DIR`)"
+            )
         self.summary = summary
         settings = summary["settings"]
         self.text_col = _ident(settings["text_col"])

@@ -16,6 +16,8 @@ from sklearn.cluster import HDBSCAN, KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
+from megasense.errors import MegasenseInputError, MissingExtraError
+
 UMAP_MIN_DOCS = 100
 REDUCERS = ("auto", "umap", "pca")
 CLUSTERERS = ("hdbscan", "kmeans")
@@ -28,9 +30,11 @@ def umap_available() -> bool:
 def default_reducer(kind: str, n_docs: int, dim: int, *, seed: int = 0) -> Any:
     """UMAP to 5 dimensions (cosine neighbourhoods of 15) where installed and asked for, PCA otherwise."""
     if kind not in REDUCERS:
-        raise ValueError(f"reducer {kind!r}: expected one of {', '.join(REDUCERS)}")
+        raise MegasenseInputError(f"reducer {kind!r} (--reducer): expected one of {', '.join(REDUCERS)}")
     if kind == "umap" and not umap_available():
-        raise ImportError("reducer 'umap' needs umap-learn: pip install umap-learn (or use --reducer pca)")
+        raise MissingExtraError(
+            "reducer 'umap' needs umap-learn: pip install 'megasense[analytics]' (or use --reducer pca)"
+        )
     if kind != "pca" and umap_available() and n_docs >= UMAP_MIN_DOCS:
         from umap import UMAP
 
@@ -41,7 +45,7 @@ def default_reducer(kind: str, n_docs: int, dim: int, *, seed: int = 0) -> Any:
 
 def default_clusterer(kind: str, min_topic_size: int, *, seed: int = 0) -> Any:
     if kind not in CLUSTERERS:
-        raise ValueError(f"clusterer {kind!r}: expected one of {', '.join(CLUSTERERS)}")
+        raise MegasenseInputError(f"clusterer {kind!r} (--clusterer): expected one of {', '.join(CLUSTERERS)}")
     if kind == "kmeans":
         return AutoKMeans(min_topic_size=min_topic_size, seed=seed)
     return HDBSCAN(min_cluster_size=min_topic_size, min_samples=min(min_topic_size, 5), copy=True)

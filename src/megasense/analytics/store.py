@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from megasense.config.extras import MissingExtraError
+from megasense.errors import MegasenseInputError, MissingExtraError, TableError
 
 DATABASE = "analysis.duckdb"
 SUMMARY = "summary.json"
@@ -49,23 +49,25 @@ def read_summary(directory: Path) -> dict[str, Any] | None:
 def check_target(directory: Path, *, append: bool, overwrite: bool) -> dict[str, Any] | None:
     """Refuse what would lose work; returns the existing summary when appending."""
     if append and overwrite:
-        raise ValueError("--append and --overwrite contradict each other: choose one")
+        raise MegasenseInputError("--append and --overwrite contradict each other: choose one")
     if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{directory}: exists and is not a directory; choose another --out")
+        raise MegasenseInputError(f"{directory}: exists and is not a directory; choose another --out")
     existing = read_summary(directory) if directory.is_dir() else None
     busy = directory.is_dir() and any(directory.iterdir())
     if append:
         if existing is None:
             what = "holds other files" if busy else "holds no analysis yet"
-            raise ValueError(f"{directory}: --append needs an existing analysis there, but it {what}; drop --append")
+            raise MegasenseInputError(
+                f"{directory}: --append needs an existing analysis there, but it {what}; drop --append"
+            )
         return existing
     if busy and existing is None:
-        raise ValueError(
+        raise MegasenseInputError(
             f"{directory}: is not empty and holds no megasense analysis (no {SUMMARY}); "
             "refusing to replace it, choose another --out"
         )
     if existing is not None and not overwrite:
-        raise ValueError(
+        raise MegasenseInputError(
             f"{directory}: already holds an analysis (of {existing.get('input', '?')}, "
             f"{existing.get('documents', '?')} documents); pass --append to add documents to it "
             "or --overwrite to replace it"
@@ -120,7 +122,7 @@ def append_rows(con, table: str, frame: pd.DataFrame, *, where: str) -> None:
                 con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {kind}")
         con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM chunk_view")
     except duckdb.Error as exc:
-        raise ValueError(f"{where}: a column's values do not fit the type of the rows before them ({exc})") from None
+        raise TableError(f"{where}: a column's values do not fit the type of the rows before them ({exc})") from None
     finally:
         con.unregister("chunk_view")
 

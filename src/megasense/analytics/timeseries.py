@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from megasense.errors import MegasenseInputError
+
 FREQS = {"day": "D", "week": "W-SUN", "month": "M"}
 LOW_COUNT = 10
 _ZONE = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?\s*(?:Z|[+-]\d{2}:?\d{2}|UTC|GMT)", re.IGNORECASE)
@@ -98,7 +100,7 @@ def choose_freq(times: pd.Series) -> str:
 def period_start(times: pd.Series, freq: str) -> pd.Series:
     """The start of each timestamp's period (naive UTC dates; weeks start on Monday)."""
     if freq not in FREQS:
-        raise ValueError(f"freq {freq!r}: expected one of {', '.join(FREQS)}")
+        raise MegasenseInputError(f"freq {freq!r} (--freq): expected one of {', '.join(FREQS)}")
     naive = times.dt.tz_convert("UTC").dt.tz_localize(None)
     if freq == "day":
         return naive.dt.floor("D")

@@ -31,6 +31,7 @@ from megasense.analytics.represent import class_tfidf, readable_label, top_terms
 from megasense.analytics.steps import auto_min_topic_size, default_clusterer, default_reducer
 from megasense.analytics.text import Segmenter, TermCounter
 from megasense.analytics.vectors import BLOCK, blocks, gather, group_means, nearest, normalize, similarity_to
+from megasense.errors import CheckpointError, MegasenseInputError
 from megasense.files.atomic import atomic_directory
 
 FORMAT = "megasense-topic-model"
@@ -94,7 +95,7 @@ class TopicModel:
         """Topic of every text (``-1``: outlier); duplicates are clustered once and share a topic."""
         texts = _check_texts(texts)
         if not texts:
-            raise ValueError("no documents to find topics in")
+            raise MegasenseInputError("no documents to find topics in")
         self._start()
         unique, first, inverse, counts = _unique(texts)
         vectors = self._embeddings(unique, texts, first, embeddings)
@@ -304,7 +305,7 @@ class TopicModel:
         """``assign`` for unit-length embeddings and, per document, whether it holds any words."""
         self._require_fitted()
         if vectors.shape[1:] != self.centroids_.shape[1:]:
-            raise ValueError(
+            raise MegasenseInputError(
                 f"embeddings of dimension {vectors.shape[1]} for a model fitted on dimension "
                 f"{self.centroids_.shape[1]}; use the same embedding model as the fit"
             )
@@ -372,9 +373,9 @@ class TopicModel:
             config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
             tensors = load_file(str(path / WEIGHTS))
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable megasense topic model ({exc})") from None
+            raise CheckpointError(path, f"not a readable megasense topic model ({exc})") from None
         if config.get("format") != FORMAT:
-            raise ValueError(f"{path / CONFIG}: format {config.get('format')!r}, expected {FORMAT!r}")
+            raise CheckpointError(path / CONFIG, f"format {config.get('format')!r}, expected {FORMAT!r}")
         settings = config["settings"]
         model = cls(
             embedder,

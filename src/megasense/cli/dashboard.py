@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from megasense.cli.errors import user_errors
+from megasense.errors import MissingExtraError
 
 console = Console()
 
@@ -29,9 +30,12 @@ def dashboard(
             import uvicorn
 
             from megasense.analytics.dashboard import create_dashboard_app
-        except ImportError as exc:
-            raise ValueError(
-                f"megasense dashboard needs the 'serve' extra ({exc.name}): pip install 'megasense[serve]'"
+        except ModuleNotFoundError as exc:
+            if (exc.name or "megasense").split(".")[0] == "megasense":
+                raise  # a module of megasense itself: a bug
+            raise MissingExtraError(
+                f"megasense dashboard needs the 'serve' and 'analytics' extras ({exc.name} is not installed): "
+                "pip install 'megasense[serve,analytics]'"
             ) from None
         app = create_dashboard_app(directory)
         console.print(f"dashboard for {directory} at http://{host}:{port}")

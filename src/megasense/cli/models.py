@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from megasense.cli.errors import user_errors
+from megasense.errors import MegasenseInputError
 
 console = Console()
 
@@ -77,7 +78,8 @@ def download(
         for name in names or [e.name for e in EMBEDDED]:
             entry = find_embedded(name)
             if entry is None:
-                raise ValueError(f"unknown model {name!r}; embedded models: {', '.join(e.name for e in EMBEDDED)}")
+                known = ", ".join(e.name for e in EMBEDDED)
+                raise MegasenseInputError(f"unknown model {name!r}; embedded models: {known}")
             entries.append(entry)
         for entry in entries:
             try:

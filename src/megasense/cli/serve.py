@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from megasense.cli.errors import user_errors
+from megasense.errors import MissingExtraError
 
 console = Console()
 
@@ -19,6 +20,15 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Sentiment model [default: default].")] = None,
     embedding_model: Annotated[
         str | None, typer.Option(help="Model behind /v1/embeddings; '' disables it [default: all-minilm-l6-v2].")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Device the models run on: cpu, cuda, cuda:1 [default: cpu].")
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Sentiment precision, as in predict: auto, fp32, bf16, int8, onnx, onnx-int8 [default: auto]."
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="A TOML file of settings (flags and env override it).")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes sharing the port; each loads its own models.")] = None,
@@ -57,6 +67,8 @@ def serve(
             port=port,
             model=model,
             embedding_model=embedding_model,
+            device=device,
+            precision=precision,
             workers=workers,
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
@@ -71,6 +83,6 @@ def _require_serve_extra() -> None:
 
     for module in ("fastapi", "uvicorn", "pydantic_settings", "prometheus_client"):
         if importlib.util.find_spec(module) is None:
-            raise ValueError(
+            raise MissingExtraError(
                 f"megasense serve needs the 'serve' extra ({module} is not installed): pip install 'megasense[serve]'"
             )

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from megasense.cli.errors import user_errors
+from megasense.errors import MegasenseInputError
 from megasense.files.progress import progress_bar
 
 console = Console()
@@ -83,7 +84,7 @@ def train_tokenizer(
 
     with user_errors():
         if vocab_size < 64:
-            raise ValueError(f"--vocab-size {vocab_size} is too small; use at least 64")
+            raise MegasenseInputError(f"--vocab-size {vocab_size} is too small; use at least 64")
         paths = expand_inputs(inputs)
         tok = train(iter_documents(paths, text_col=text_col), kind=kind, vocab_size=vocab_size, lowercase=lowercase)
         with atomic_directory(output, overwrite=overwrite) as tmp:
@@ -102,5 +103,5 @@ def _load_tokenizer(name: str):
 
     loaded = load_model(name)
     if loaded.tokenizer is None:
-        raise ValueError(f"{name}: the model has no tokenizer files")
+        raise MegasenseInputError(f"{name}: the model has no tokenizer files (tokenizer.json)")
     return loaded.tokenizer

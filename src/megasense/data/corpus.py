@@ -17,6 +17,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from megasense.data.indexed import IndexedDatasetWriter, dtype_for_vocab
+from megasense.errors import MegasenseError, MegasenseInputError
 from megasense.files.tables import TableError, read_chunks, require_column
 from megasense.tokenization import SpecialTokens, Tokenizer
 
@@ -89,7 +90,7 @@ def tokenize_corpus(
     """
     eod = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.token_to_id(tokenizer.special.sep or "")
     if append_eod and eod is None:
-        raise ValueError("the tokenizer has no end-of-document token (eos or sep); pass --no-append-eod")
+        raise MegasenseInputError("the tokenizer has no end-of-document token (eos or sep); pass --no-append-eod")
     writer = IndexedDatasetWriter(output_prefix, dtype=dtype_for_vocab(tokenizer.vocab_size), overwrite=overwrite)
     with writer:
         batch: list[str] = []
@@ -147,7 +148,7 @@ def train_tokenizer(
 ) -> Tokenizer:
     """A new byte-level BPE (GPT-2 style), WordPiece (BERT style) or unigram (SentencePiece style) tokenizer."""
     if kind not in KIND_SPECIALS:
-        raise ValueError(f"kind {kind!r}: expected bpe, wordpiece or unigram")
+        raise MegasenseInputError(f"tokenizer kind {kind!r} (--kind): expected bpe, wordpiece or unigram")
     special = KIND_SPECIALS[kind]
     names = list(dict.fromkeys(t for t in vars(special).values() if t))
     if kind == "bpe":
@@ -182,9 +183,9 @@ def train_tokenizer(
     try:
         backend.train_from_iterator(documents, trainer)
     except Exception as exc:  # tokenizers raises bare Exceptions (e.g. a vocabulary smaller than the alphabet)
-        if isinstance(exc, (TableError, OSError)):
+        if isinstance(exc, (MegasenseError, OSError)):
             raise
-        raise ValueError(f"training the {kind} tokenizer failed: {exc}; try a larger --vocab-size") from None
+        raise MegasenseInputError(f"training the {kind} tokenizer failed: {exc}; try a larger --vocab-size") from None
     if kind == "wordpiece":
         backend.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]",

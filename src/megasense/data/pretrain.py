@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from megasense.data.indexed import IndexedDataset
+from megasense.errors import ConfigError, MegasenseInputError
 
 
 @dataclass
@@ -44,7 +45,7 @@ class GPTPackedDataset:
         reset_position_ids: bool = False,
     ) -> None:
         if seq_length < 2:
-            raise ValueError(f"seq_length={seq_length} must be at least 2")
+            raise ConfigError(f"seq_length={seq_length} must be at least 2")
         self.data, self.seq_length, self.seed = data, seq_length, seed
         self.eod_id, self.reset_position_ids = eod_id, reset_position_ids
         doc_tokens = np.array(
@@ -55,8 +56,8 @@ class GPTPackedDataset:
         self.tokens_per_epoch = int(doc_tokens.sum())
         self.samples_per_epoch = (self.tokens_per_epoch - 1) // seq_length
         if self.samples_per_epoch < 1:
-            raise ValueError(
-                f"the corpus has {self.tokens_per_epoch} tokens, fewer than one sample of seq_length+1="
+            raise MegasenseInputError(
+                f"{_name(data)} has {self.tokens_per_epoch} tokens, fewer than one sample of seq_length+1="
                 f"{seq_length + 1}; use a larger corpus or a shorter seq_length"
             )
         self._epoch_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -96,6 +97,12 @@ class GPTPackedDataset:
         return GPTSample(input_ids=inputs, labels=labels, position_ids=positions)
 
 
+def _name(data: IndexedDataset) -> str:
+    """How an error names the corpus: its prefix (PREFIX.bin/.idx) where it has one."""
+    prefix = getattr(data, "prefix", None)
+    return f"the corpus {prefix}" if prefix is not None else "the corpus"
+
+
 def _positions_after_eod(ids: torch.Tensor, eod: int) -> torch.Tensor:
     """Position ids that restart at 0 after every end-of-document token."""
     T = len(ids)
@@ -131,7 +138,7 @@ class BertMaskedDataset:
         seed: int = 1234,
     ) -> None:
         if seq_length < 8:
-            raise ValueError(f"seq_length={seq_length} must be at least 8 for two segments and 3 special tokens")
+            raise ConfigError(f"seq_length={seq_length} must be at least 8 for two segments and 3 special tokens")
         self.data, self.seq_length, self.vocab_size = data, seq_length, vocab_size
         self.cls_id, self.sep_id, self.mask_id, self.pad_id = cls_id, sep_id, mask_id, pad_id
         self.special = {cls_id, sep_id, mask_id, pad_id, *(special_ids or set())}
@@ -140,8 +147,9 @@ class BertMaskedDataset:
         counts = np.diff(data.doc_index)
         self.docs = np.flatnonzero(counts >= 2)
         if len(self.docs) == 0:
-            raise ValueError(
-                "no document has two or more sentences; tokenize with --split-sentences for BERT pretraining"
+            raise MegasenseInputError(
+                f"{_name(data)}: no document has two or more sentences; tokenize with --split-sentences "
+                "for BERT pretraining"
             )
         self.samples_per_epoch = len(self.docs)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from megasense.config import GenerationConfig
+from megasense.errors import ConfigError, MegasenseInputError
 from megasense.inference.sampling import next_token
 from megasense.models import GPTModel
 
@@ -55,8 +56,9 @@ class GenerationEngine:
         lengths = [len(p) for p in prompts]
         P = max(lengths)
         if P + max_new > self.max_positions:
-            raise ValueError(
-                f"prompt ({P} tokens) + max_new_tokens ({max_new}) exceeds the model's {self.max_positions} positions"
+            raise MegasenseInputError(
+                f"prompt ({P} tokens) + max_new_tokens ({max_new}) exceeds the model's {self.max_positions} positions; "
+                "shorten the prompt or ask for fewer new tokens"
             )
         ids = torch.full((len(prompts), P), self.pad_token_id, dtype=torch.long)
         for row, prompt in enumerate(prompts):
@@ -84,7 +86,9 @@ class GenerationEngine:
     def stream(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> Iterator[list[int | None]]:
         """Yield, per step, each sequence's new token (None once it has finished)."""
         if config.num_beams > 1:
-            raise ValueError("beam search cannot stream: the best beam is only known at the end")
+            raise ConfigError(
+                f"num_beams={config.num_beams}: beam search cannot stream, the best beam is only known at the end"
+            )
         batch = self._prepare(prompts, config.max_new_tokens)
         B, P = batch.ids.shape
         cache = self.model.new_kv_cache(B, P + config.max_new_tokens)

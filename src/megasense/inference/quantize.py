@@ -22,14 +22,16 @@ import warnings
 import torch
 from torch import nn
 
+from megasense.errors import MegasenseInputError
+
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "onnx", "onnx-int8")
 CPU_ONLY = ("int8", "onnx", "onnx-int8")
 
 
 def check_precision(precision: str) -> str:
-    """``precision`` itself, or a ValueError that lists the valid choices."""
+    """``precision`` itself, or a ``MegasenseInputError`` that lists the valid choices."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise MegasenseInputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     return precision
 
 
@@ -50,7 +52,7 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
     """The concrete precision (fp32, bf16, int8, onnx or onnx-int8) that ``precision`` means on ``device``."""
     check_precision(precision)
     if precision in CPU_ONLY and torch.device(device).type != "cpu":
-        raise ValueError(f"precision {precision!r} runs on the CPU only, not on {device}; use bf16 or fp32")
+        raise MegasenseInputError(f"precision {precision!r} runs on the CPU only, not on {device}; use bf16 or fp32")
     if precision.startswith("onnx"):
         from megasense.inference.onnx_backend import require_onnxruntime
 

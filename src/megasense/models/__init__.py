@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from megasense.config import HeadConfig, ModelConfig
+from megasense.errors import ConfigError
 from megasense.models.bert import (
     BertForPreTraining,
     BertForSentenceEmbedding,
@@ -33,10 +34,12 @@ def build_model(config: ModelConfig, head: HeadConfig | None = None) -> nn.Modul
     head = head or HeadConfig(task="causal_lm" if config.arch == "gpt" else "encoder")
     if config.arch == "gpt":
         if head.task != "causal_lm":
-            raise ValueError(f"a GPT model only has the causal_lm head, not {head.task!r}")
+            raise ConfigError(f"a GPT model only has the causal_lm head, not head task={head.task!r}")
         return GPTModel(config)
     if head.task == "causal_lm":
-        raise ValueError("a BERT model has no causal_lm head; use encoder, embedding, classification or pretraining")
+        raise ConfigError(
+            "a BERT model has no causal_lm head; use head task encoder, embedding, classification or pretraining"
+        )
     if head.task == "embedding":
         return BertForSentenceEmbedding(config)
     if head.task == "classification":

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from megasense.config import ModelConfig
+from megasense.errors import ConfigError
 from megasense.models.layers import Embedding, TransformerLayer, activation_fn, init_weights, make_norm
 from megasense.models.outputs import ClassifierOutput, EmbeddingOutput, EncoderOutput, MaskedLMOutput
 
@@ -122,11 +123,11 @@ class BertForSequenceClassification(BertModel):
     def __init__(self, cfg: ModelConfig, *, num_labels: int, pooling: str = "mean", dropout: float = 0.1) -> None:
         super().__init__(cfg)
         if pooling not in ("mean", "cls", "pooler"):
-            raise ValueError(f"pooling={pooling!r} is not one of mean, cls, pooler")
+            raise ConfigError(f"pooling={pooling!r} is not one of mean, cls, pooler")
         if pooling == "pooler" and self.pooler is None:
-            raise ValueError("pooling='pooler' needs a model with add_pooler=True")
+            raise ConfigError("pooling='pooler' needs a model with add_pooler=True")
         if num_labels < 1:
-            raise ValueError(f"num_labels={num_labels} must be at least 1")
+            raise ConfigError(f"num_labels={num_labels} must be at least 1")
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
@@ -150,10 +151,19 @@ class BertForSequenceClassification(BertModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         class_weights: torch.Tensor | None = None,
+        label_mask: torch.Tensor | None = None,
     ) -> ClassifierOutput:
+        """``label_mask`` (B, num_labels) bool: the labels each row's loss may choose among. A row from a
+        binary source (negative/positive only) then teaches nothing about the label it never had;
+        the returned logits are not masked."""
         out = self.encode(input_ids, attention_mask, token_type_ids)
         logits = self.classifier(self.dropout(self.pooled(out, attention_mask)))  # (B, num_labels)
-        loss = F.cross_entropy(logits.float(), labels, weight=class_weights) if labels is not None else None
+        loss = None
+        if labels is not None:
+            scored = logits.float()
+            if label_mask is not None:
+                scored = scored.masked_fill(~label_mask.bool(), float("-inf"))
+            loss = F.cross_entropy(scored, labels, weight=class_weights)
         return ClassifierOutput(logits=logits, loss=loss)
 
 

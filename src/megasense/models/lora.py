@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from megasense.errors import ConfigError
+
 DEFAULT_TARGETS = (
     "layers.*.self_attention.linear_qkv",
     "layers.*.self_attention.dense",
@@ -38,9 +40,9 @@ class LoRASettings:
 
     def __post_init__(self) -> None:
         if self.rank < 1:
-            raise ValueError(f"LoRA rank={self.rank} must be at least 1")
+            raise ConfigError(f"LoRA rank={self.rank} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout={self.dropout} must be in [0, 1)")
+            raise ConfigError(f"LoRA dropout={self.dropout} must be in [0, 1)")
 
 
 class LoRALinear(nn.Linear):
@@ -82,7 +84,9 @@ def apply_lora(model: nn.Module, settings: LoRASettings, *, train_also: tuple[st
             setattr(parent, child, LoRALinear(module, settings))
             adapted.append(name)
     if not adapted:
-        raise ValueError(f"no linear layer matches the LoRA targets {list(settings.targets)}")
+        raise ConfigError(
+            f"no linear layer matches the LoRA targets {list(settings.targets)} in {type(model).__name__}"
+        )
     for name, param in model.named_parameters():
         if _matches(name, train_also):
             param.requires_grad_(True)

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from megasense.parallel.plan import block_container, blocks
+from megasense.errors import ConfigError
+from megasense.parallel.plan import PlanError, block_container, blocks
 
 CheckpointMode = Literal["none", "full", "selective"]
 MODES: tuple[str, ...] = ("none", "full", "selective")
@@ -38,7 +39,7 @@ _MARK = "_megasense_checkpointing"
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise ValueError(f"activation_checkpointing={mode!r} is not one of {', '.join(MODES)}")
+        raise ConfigError(f"activation_checkpointing={mode!r} is not one of {', '.join(MODES)}")
     return mode
 
 
@@ -75,7 +76,7 @@ def checkpoint_targets(
     plan = plan if plan is not None else getattr(model, "tp_plan", None)
     container = block_container(model, plan) if plan else None
     if container is None:
-        raise ValueError(
+        raise PlanError(
             f"{type(model).__name__} declares no layer container (a tp_plan with 'layers.*' entries); "
             "activation checkpointing needs one to find the transformer layers"
         )
@@ -85,7 +86,9 @@ def checkpoint_targets(
     found = [(f"{path}.{attention}", getattr(layer, attention, None)) for path, layer in layers]
     missing = [path for path, module in found if not isinstance(module, nn.Module)]
     if missing:
-        raise ValueError(f"selective activation checkpointing: no attention module at {missing[0]!r}")
+        raise PlanError(
+            f"selective activation checkpointing: no attention module at {missing[0]!r} (attention={attention!r})"
+        )
     return found
 
 

@@ -22,6 +22,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Replicate
 from torch.nn.parallel import DistributedDataParallel
 
+from megasense.errors import ConfigError
 from megasense.parallel.plan import blocks
 
 
@@ -51,7 +52,9 @@ def apply_fsdp(
 def apply_ddp(model: nn.Module, dp_mesh: DeviceMesh) -> DistributedDataParallel:
     """Wrap ``model`` in DDP over the ``dp`` process group (full replica per rank)."""
     if any(isinstance(p, DTensor) for p in model.parameters()):
-        raise ValueError("DDP cannot wrap a tensor-parallel model (DTensor parameters); use FSDP2 for dp x tp")
+        raise ConfigError(
+            "data_parallel='ddp' cannot wrap a tensor-parallel model (DTensor parameters); use 'fsdp' for dp x tp"
+        )
     return DistributedDataParallel(model, process_group=dp_mesh.get_group())
 
 

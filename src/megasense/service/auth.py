@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
+from megasense.errors import ConfigError
 from megasense.service.settings import ServiceSettings
 
 
@@ -22,7 +23,7 @@ def _read_keys_file(path: Path) -> list[str]:
             continue
         digest = line.removeprefix("sha256:").lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(
+            raise ConfigError(
                 f"{path}, line {number}: expected a SHA-256 hex digest (64 hex characters), "
                 "not a plain key; make one with `megasense serve --hash-key KEY`"
             )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from megasense.errors import ConfigError
 
 
 class ServiceSettings(BaseSettings):
@@ -41,7 +44,7 @@ class ServiceSettings(BaseSettings):
     workers: int = Field(1, ge=1)
     device: str = "cpu"
     """Device the models run on (``cpu``, ``cuda``, ``cuda:1``)."""
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8", "onnx", "onnx-int8"] = "auto"
     """Sentiment precision, as ``megasense predict --precision``: auto, fp32, bf16, int8, onnx, onnx-int8."""
     log_level: str = "info"
 
@@ -77,15 +80,41 @@ class ServiceSettings(BaseSettings):
 
 
 def load_settings(toml_file: str | Path | None = None, **flags: Any) -> ServiceSettings:
-    """Settings from an optional TOML file, the environment and ``flags`` (None values are ignored)."""
+    """Settings from an optional TOML file, the environment and ``flags`` (None values are ignored).
+
+    Raises ``ConfigError`` naming each bad setting, its value and what it should be.
+    """
     given = {k: v for k, v in flags.items() if v is not None}
     if toml_file is None:
-        return ServiceSettings(**given)
+        return _validated(ServiceSettings, given, "flags and MEGASENSE_* variables")
     path = Path(toml_file)
     if not path.is_file():
-        raise ValueError(f"{path}: settings file does not exist")
+        raise ConfigError(f"{path}: settings file does not exist")
 
     class FileSettings(ServiceSettings):
         model_config = SettingsConfigDict(**{**ServiceSettings.model_config, "toml_file": path})
 
-    return FileSettings(**given)
+    try:
+        return _validated(FileSettings, given, f"{path}, flags and MEGASENSE_* variables")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _validated(cls: type[ServiceSettings], given: dict[str, Any], sources: str) -> ServiceSettings:
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(error) for error in exc.errors())
+        raise ConfigError(f"service settings (from {sources}): {problems}") from None
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """``port=70000: Input should be less than or equal to 65535`` for one of pydantic's errors."""
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    cause = error.get("ctx", {}).get("error")  # a ValueError of our own validators: its message names the field
+    if isinstance(cause, ValueError):
+        return str(cause)
+    if error.get("type") == "extra_forbidden":
+        return f"{where}: unknown setting; known settings: {', '.join(ServiceSettings.model_fields)}"
+    value = f"={error['input']!r}" if "input" in error and where else ""
+    return f"{where}{value}: {error.get('msg', 'invalid')}" if where else error.get("msg", "invalid")

@@ -54,7 +54,8 @@ def load_sentiment_model(name: str, *, device: str | torch.device = "cpu", dtype
     """``sentiment-en`` / ``sentiment-multilingual``: the base encoder from its package + the shipped adapter."""
     entry = find_sentiment_model(name)
     if entry is None:
-        raise KeyError(name)
+        known = ", ".join(m.name for m in SENTIMENT_MODELS)
+        raise CheckpointError(None, f"unknown sentiment model {name!r}; the shipped ones are {known}")
     directory = shipped_adapter_dir(name)
     loaded = load_adapter(directory, load_embedded(entry.base))
     loaded.model.to(device=device)
