@@ -233,10 +233,19 @@ def train(
       megasense train train.csv --val val.csv --base minilm-l6 --output my-model --lora --epochs 3
     """
     from megasense.cli.command_line import command_line
-    from megasense.training.finetune import FinetuneConfig, train_from_files
+    from megasense.training.finetune import train as fine_tune
 
     with user_errors():
-        config = FinetuneConfig(
+        result = fine_tune(
+            train,
+            val,
+            base=base,
+            output=output,
+            text_col=text_col,
+            label_col=label_col,
+            overwrite=overwrite,
+            command=command_line(ctx),
+            progress=True,
             epochs=epochs,
             lr=lr,
             batch_size=batch_size,
@@ -249,17 +258,6 @@ def train(
             monitor=monitor,
             bf16=bf16,
             seed=seed,
-        )
-        result = train_from_files(
-            train,
-            val,
-            base=base,
-            output=output,
-            config=config,
-            text_col=text_col,
-            label_col=label_col,
-            overwrite=overwrite,
-            command=command_line(ctx),
         )
         if result.report is not None:
             print_report({**result.report, "model": str(output), "data": str(val)})

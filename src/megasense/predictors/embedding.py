@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from megasense.errors import MegasenseInputError
 from megasense.files.progress import Progress
 from megasense.formats.release import LoadedModel
 from megasense.inference.encoder import EncoderEngine, EncoderSettings
 from megasense.models import EmbeddingOutput, mean_pool
-from megasense.predictors.texts import check_texts, require_tokenizer
+from megasense.predictors.texts import check_texts, require_text_model
 
 
 class _MeanPooled(nn.Module):
@@ -37,11 +36,7 @@ class SentenceEmbedder:
     """Mean-pooled, L2-normalised sentence embeddings from an encoder (sentence-transformers' recipe)."""
 
     def __init__(self, loaded: LoadedModel, *, settings: EncoderSettings | None = None, max_length: int = 256):
-        if loaded.config.arch != "bert":
-            raise MegasenseInputError(
-                f"{loaded.path}: embeddings need an encoder (arch bert), not arch {loaded.config.arch}"
-            )
-        require_tokenizer(loaded)
+        require_text_model(loaded, arch="bert", needs="embeddings need an encoder")
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.prefix = loaded.head.text_prefix

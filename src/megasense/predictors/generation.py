@@ -12,18 +12,14 @@ from megasense.config import GenerationConfig
 from megasense.errors import MegasenseInputError
 from megasense.formats.release import LoadedModel
 from megasense.inference.generation import Generation, GenerationEngine
-from megasense.predictors.texts import check_texts, require_tokenizer
+from megasense.predictors.texts import check_texts, require_text_model
 
 
 class TextGenerator:
     """Prompts (plain or chat) -> generated text, with the tokenizer's end tokens as stop tokens."""
 
     def __init__(self, loaded: LoadedModel) -> None:
-        if loaded.config.arch != "gpt":
-            raise MegasenseInputError(
-                f"{loaded.path}: generation needs a decoder (arch gpt), not arch {loaded.config.arch}"
-            )
-        require_tokenizer(loaded)
+        require_text_model(loaded, arch="gpt", needs="generation needs a decoder")
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         stops = {i for i in (self.tokenizer.eos_id,) if i is not None}

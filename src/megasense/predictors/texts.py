@@ -8,6 +8,14 @@ from megasense.errors import MegasenseInputError
 from megasense.formats.release import LoadedModel
 
 
+def require_text_model(loaded: LoadedModel, *, arch: str, needs: str) -> None:
+    """Refuse a model of another architecture than ``arch`` (the message starts with ``needs``, e.g.
+    "embeddings need an encoder"), or one without a tokenizer."""
+    if loaded.config.arch != arch:
+        raise MegasenseInputError(f"{loaded.path}: {needs} (arch {arch}), not arch {loaded.config.arch}")
+    require_tokenizer(loaded)
+
+
 def require_tokenizer(loaded: LoadedModel) -> None:
     if loaded.tokenizer is None:
         raise MegasenseInputError(

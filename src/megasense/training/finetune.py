@@ -573,17 +573,23 @@ def train(
     text_col: str = "text",
     label_col: str = "label",
     overwrite: bool = False,
+    command: str | None = None,
     **options: Any,
 ) -> FinetuneResult:
     """Fine-tune ``base`` on a labelled table; ``options`` are FinetuneConfig fields (lora, epochs, lr, ...).
+
+    ``command`` is what the card records as the way to reproduce the run (``megasense train`` passes the
+    command line as typed); by default, this call itself.
 
     >>> megasense.train("train.csv", "val.csv", base="minilm-l6", output="my-model", lora=True)  # doctest: +SKIP
     """
     options.setdefault("progress", False)
     config = FinetuneConfig(**options)
-    given = {"base": base, "output": str(output), "text_col": text_col, "label_col": label_col}
-    given |= {"overwrite": overwrite, **options}
-    arguments = [repr(str(train)), repr(str(val) if val else None), *(f"{k}={v!r}" for k, v in given.items())]
+    if command is None:
+        given = {"base": base, "output": str(output), "text_col": text_col, "label_col": label_col}
+        given |= {"overwrite": overwrite, **options}
+        arguments = [repr(str(train)), repr(str(val) if val else None), *(f"{k}={v!r}" for k, v in given.items())]
+        command = f"megasense.train({', '.join(arguments)})"
     return train_from_files(
         train,
         val,
@@ -593,5 +599,5 @@ def train(
         text_col=text_col,
         label_col=label_col,
         overwrite=overwrite,
-        command=f"megasense.train({', '.join(arguments)})",
+        command=command,
     )
