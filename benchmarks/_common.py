@@ -1,15 +1,19 @@
-"""Shared helpers for benchmarks: timing, peak memory, real texts from ../shared/data."""
+"""Shared helpers for benchmarks: timing, peak memory, real texts from ../shared/data (or $MEGASENSE_TEST_DATA)."""
 
 from __future__ import annotations
 
 import csv
+import os
 import resource
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The same folder the tests read: $MEGASENSE_TEST_DATA when set, else ../shared/data beside the repository.
+SHARED_DATA = Path(
+    os.environ.get("MEGASENSE_TEST_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 def peak_rss_mb() -> float:
@@ -30,6 +34,8 @@ def timed(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> float:
 
 def read_texts(relative: str, column: str = "text", limit: int | None = None) -> list[str]:
     path = SHARED_DATA / relative
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: set MEGASENSE_TEST_DATA to the folder that holds the shared data sets")
     texts = []
     with open(path, encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):

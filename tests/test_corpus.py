@@ -17,8 +17,15 @@ from megasense.data.corpus import expand_inputs, tokenize_corpus, train_tokenize
 from megasense.data.indexed import IndexedDataset, IndexedDatasetError, IndexedDatasetWriter
 from megasense.files.tables import TableError
 
-EN = shared_texts("tweets-sentiment-en/val.csv", 300)
-ZH = shared_texts("chnsenticorp/dev.csv", 200)
+
+@pytest.fixture(scope="module")
+def en() -> list[str]:
+    return shared_texts("tweets-sentiment-en/val.csv", 300)
+
+
+@pytest.fixture(scope="module")
+def zh() -> list[str]:
+    return shared_texts("chnsenticorp/dev.csv", 200)
 
 
 def test_index_layout_is_megatrons(tmp_path):
@@ -40,15 +47,15 @@ def test_index_layout_is_megatrons(tmp_path):
     assert (tmp_path / "ds.bin").read_bytes() == np.array([5, 6, 7, 1, 2, 3], np.uint16).tobytes()
 
 
-def test_tokenize_mixed_formats_and_globs_round_trip(tmp_path):
+def test_tokenize_mixed_formats_and_globs_round_trip(tmp_path, en, zh):
     from megasense.tokenization import Tokenizer
     from megasense.zoo.embedded import find_embedded, package_path
 
     tok = Tokenizer.load(package_path(find_embedded("all-minilm-l6-v2")))
-    (tmp_path / "a.txt").write_text("\n".join(EN[:100]) + "\n\n", encoding="utf-8")
-    pd.DataFrame({"body": ZH[:50]}).to_parquet(tmp_path / "b.parquet")
+    (tmp_path / "a.txt").write_text("\n".join(en[:100]) + "\n\n", encoding="utf-8")
+    pd.DataFrame({"body": zh[:50]}).to_parquet(tmp_path / "b.parquet")
     with open(tmp_path / "c.jsonl", "w", encoding="utf-8") as f:
-        for text in ZH[50:80]:
+        for text in zh[50:80]:
             f.write(json.dumps({"body": text}, ensure_ascii=False) + "\n")
     paths = expand_inputs([str(tmp_path / "a.txt")])
     result = tokenize_corpus(paths, tok, tmp_path / "out" / "en")
@@ -56,14 +63,14 @@ def test_tokenize_mixed_formats_and_globs_round_trip(tmp_path):
     assert result.documents == ds.num_documents == 100 and ds.dtype == np.uint16
     sep = tok.token_to_id("[SEP]")
     for i in (0, 37, 99):
-        assert ds[i].tolist() == [*tok.encode(EN[i], add_special_tokens=False), sep]
-    zh = expand_inputs([str(tmp_path / "*.parquet"), str(tmp_path / "c.jsonl")])
-    tokenize_corpus(zh, tok, tmp_path / "zh", text_col="body", append_eod=False)
+        assert ds[i].tolist() == [*tok.encode(en[i], add_special_tokens=False), sep]
+    zh_paths = expand_inputs([str(tmp_path / "*.parquet"), str(tmp_path / "c.jsonl")])
+    tokenize_corpus(zh_paths, tok, tmp_path / "zh", text_col="body", append_eod=False)
     ds = IndexedDataset(tmp_path / "zh")
     assert ds.num_documents == 80
-    assert ds[60].tolist() == tok.encode(ZH[60], add_special_tokens=False)
+    assert ds[60].tolist() == tok.encode(zh[60], add_special_tokens=False)
     with pytest.raises(IndexedDatasetError, match="already exists"):
-        tokenize_corpus(zh, tok, tmp_path / "zh", text_col="body")
+        tokenize_corpus(zh_paths, tok, tmp_path / "zh", text_col="body")
 
 
 def test_bad_corpora_are_clear_errors(tmp_path):
@@ -94,14 +101,14 @@ def test_bad_corpora_are_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram"])
-def test_trained_tokenizers_handle_english_and_chinese(kind, tmp_path):
-    tok = train_tokenizer(iter(EN + ZH), kind=kind, vocab_size=800 if kind != "unigram" else 2500)
+def test_trained_tokenizers_handle_english_and_chinese(kind, tmp_path, en, zh):
+    tok = train_tokenizer(iter(en + zh), kind=kind, vocab_size=800 if kind != "unigram" else 2500)
     assert tok.vocab_size >= 300
     if kind == "bpe":  # WordPiece keeps every character of the alphabet, past the requested size
         assert tok.vocab_size <= 800
     tok.save(tmp_path)
     again = type(tok).load(tmp_path)
-    for text in (EN[3], ZH[3]):
+    for text in (en[3], zh[3]):
         ids = again.encode(text)
         assert ids == tok.encode(text) and len(ids) > 2
         decoded = again.decode(ids)
@@ -114,14 +121,14 @@ def test_trained_tokenizers_handle_english_and_chinese(kind, tmp_path):
             )
 
 
-def test_too_small_a_vocabulary_is_a_clear_error():
+def test_too_small_a_vocabulary_is_a_clear_error(zh):
     with pytest.raises(ValueError, match="larger --vocab-size"):
-        train_tokenizer(iter(ZH[:50]), kind="unigram", vocab_size=100)
+        train_tokenizer(iter(zh[:50]), kind="unigram", vocab_size=100)
 
 
-def test_cli_tokenize_and_train_tokenizer(tmp_path):
+def test_cli_tokenize_and_train_tokenizer(tmp_path, en):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(EN[:200]), encoding="utf-8")
+    corpus.write_text("\n".join(en[:200]), encoding="utf-8")
     run = [sys.executable, "-m", "megasense.cli.main"]
     done = subprocess.run(
         [*run, "train-tokenizer", str(corpus), "-o", str(tmp_path / "tok"), "--vocab-size", "500"],

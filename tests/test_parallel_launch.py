@@ -1,10 +1,15 @@
 """The test launcher fails fast instead of hanging: a rank's exception or a stuck collective ends the run.
 
+A result a rank has handed over is kept even if the rank crashes afterwards; a rank that dies without
+one is named with its exit code or signal.
+
 Its normal path (results back by rank) is exercised by every test in test_parallel.py.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -39,3 +44,25 @@ def test_a_hung_run_is_killed_at_the_deadline():
     with pytest.raises(DistributedRunError, match="ran past the 4 s deadline"):
         run_distributed(_sleep, world_size=2, timeout=4)
     assert time.monotonic() - start < 20
+
+
+def _crash_in_teardown(rank: int, world_size: int) -> int:
+    dist.barrier()
+    if rank == 0:  # stands for a crash while the process group is torn down, after the result is handed over
+        dist.destroy_process_group = lambda: os.kill(os.getpid(), signal.SIGSEGV)
+    return rank
+
+
+def test_a_result_handed_over_survives_a_crash_in_teardown():
+    assert run_distributed(_crash_in_teardown, world_size=2, timeout=60) == [0, 1]
+
+
+def _rank1_killed(rank: int, world_size: int) -> int:
+    if rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return rank
+
+
+def test_a_rank_that_dies_is_named_with_its_signal():
+    with pytest.raises(DistributedRunError, match=r"rank 1 exited without a result \(killed by SIGKILL\)"):
+        run_distributed(_rank1_killed, world_size=2, timeout=60)

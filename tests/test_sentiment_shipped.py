@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _shared import SHARED_DATA, shared_texts
+from _shared import shared_texts
 from megasense.formats.adapter import ADAPTER_WEIGHTS
 from megasense.zoo.shipped import ASSETS
 
@@ -66,7 +66,6 @@ def test_default_routes_english_without_loading_the_multilingual_model(tmp_path)
 
     out = megasense.sentiment(["I absolutely love this phone!", "Worst customer service ever, never again."])
     assert [o["label"] for o in out] == ["positive", "negative"]
-    assert (SHARED_DATA / "tweets-sentiment-en" / "val.csv").is_file()
 
 
 HAS_ML = (ASSETS / "sentiment-multilingual" / ADAPTER_WEIGHTS).is_file()

@@ -3,46 +3,54 @@
 ``torchrun`` is the launcher for real jobs. This one exists so that a test can start two ranks,
 get each rank's return value back, and fail within a deadline (with the failing rank's traceback)
 instead of hanging when a collective never completes.
+
+Two choices keep it deterministic on a busy machine. The parent hosts the rendezvous store on a port
+the OS picks as it binds it, so no other process can take the port between choosing and binding it,
+and the store outlives every rank. Each rank hands its outcome back over a pipe of its own with a
+blocking send, before tearing its process group down: once a rank has exited, its outcome is either
+in its pipe or was never produced, so the parent never has to guess how long a result may be in flight.
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import socket
+import signal
 import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+HOST = "127.0.0.1"
+
 
 class DistributedRunError(RuntimeError):
     """A rank raised, died or ran past the deadline; the message carries what each rank reported."""
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _worker(rank: int, world_size: int, port: int, collective_timeout: float, fn, args, results) -> None:
+def _worker(rank: int, world_size: int, port: int, collective_timeout: float, fn, args, conn: Connection) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+        MASTER_ADDR=HOST, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)  # N ranks share a few cores
+    timeout = timedelta(seconds=collective_timeout)
     try:
-        dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timedelta(seconds=collective_timeout))
-        value = fn(rank, world_size, *args)
-        results.put((rank, "ok", value))
-    except BaseException:
-        results.put((rank, "error", traceback.format_exc()))
+        try:
+            store = dist.TCPStore(HOST, port, is_master=False, timeout=timeout)
+            dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timeout)
+            outcome: tuple[str, Any] = ("ok", fn(rank, world_size, *args))
+        except BaseException:
+            outcome = ("error", traceback.format_exc())
+        try:
+            conn.send(outcome)  # pickles first, then writes: nothing is sent when pickling fails
+        except Exception:
+            conn.send(("error", f"the result of rank {rank} could not be sent back:\n{traceback.format_exc()}"))
+        conn.close()  # the outcome is in the pipe before teardown, which may still crash or hang
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -60,52 +68,86 @@ def run_distributed(
 
     ``fn`` must be importable by name (a module-level function) and return picklable values. The
     default process group is initialised before ``fn`` runs and destroyed after. Raises
-    :class:`DistributedRunError` when a rank raises or exits without a result, or when ``timeout``
-    seconds pass; the remaining ranks are then killed, so a hung collective never hangs the caller.
+    :class:`DistributedRunError` when a rank raises or exits without a result (naming its exit code),
+    or when ``timeout`` seconds pass; the remaining ranks are then killed, so a hung collective never
+    hangs the caller.
     """
     ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = free_port()
+    # Bound here, on a port the OS picks while binding: nothing can take it before the ranks connect.
+    store = dist.TCPStore(
+        HOST, 0, is_master=True, timeout=timedelta(seconds=collective_timeout), wait_for_workers=False
+    )
+    pipes = [ctx.Pipe(duplex=False) for _ in range(world_size)]  # (receive end, send end) per rank
     procs = [
-        ctx.Process(target=_worker, args=(rank, world_size, port, collective_timeout, fn, args, results), daemon=True)
+        ctx.Process(
+            target=_worker,
+            args=(rank, world_size, store.port, collective_timeout, fn, args, pipes[rank][1]),
+            daemon=True,
+        )
         for rank in range(world_size)
     ]
-    for proc in procs:
-        proc.start()
     outcomes: dict[int, tuple[str, Any]] = {}
-    deadline = time.monotonic() + timeout
     try:
-        while len(outcomes) < world_size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DistributedRunError(_report(f"ran past the {timeout:.0f} s deadline", outcomes, world_size))
-            try:
-                rank, status, value = results.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                dead = [r for r, p in enumerate(procs) if r not in outcomes and p.exitcode is not None]
-                if dead:
-                    time.sleep(0.5)  # a result may still be in flight from a rank that just exited
-                    if results.empty():
-                        raise DistributedRunError(
-                            _report(f"rank(s) {dead} exited without a result", outcomes, world_size)
-                        ) from None
-                continue
-            outcomes[rank] = (status, value)
-            if status == "error":
-                raise DistributedRunError(_report(f"rank {rank} raised", outcomes, world_size))
+        for proc, (_, send_end) in zip(procs, pipes):
+            proc.start()
+            send_end.close()  # the rank holds the only send end now: its exit closes the pipe
+        _collect(procs, [receive_end for receive_end, _ in pipes], outcomes, timeout)
     finally:
         for proc in procs:
+            if proc.pid is None:
+                continue
             proc.join(timeout=5 if len(outcomes) == world_size else 0.5)
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
-        results.close()
-    return [outcomes[rank][1] for rank in range(world_size)]
+        for receive_end, send_end in pipes:
+            receive_end.close()
+            send_end.close()
+        del store  # stops the rendezvous server only after every rank is gone
+    return [outcomes[rank][1] for rank in range(len(procs))]
 
 
-def _report(what: str, outcomes: dict[int, tuple[str, Any]], world_size: int) -> str:
-    lines = [f"distributed run with {world_size} ranks: {what}"]
-    for rank in range(world_size):
+def _collect(procs: list, receive_ends: list[Connection], outcomes: dict[int, tuple[str, Any]], timeout: float) -> None:
+    """Fill ``outcomes`` with each rank's (status, value); raise on the first error, exit or the deadline."""
+    world_size = len(procs)
+    deadline = time.monotonic() + timeout
+    while len(outcomes) < world_size:
+        pending = [rank for rank in range(world_size) if rank not in outcomes]
+        waitables = {receive_ends[rank]: rank for rank in pending} | {procs[rank].sentinel: rank for rank in pending}
+        ready = wait(list(waitables), timeout=max(deadline - time.monotonic(), 0))
+        if not ready:
+            raise DistributedRunError(_report(f"ran past the {timeout:.0f} s deadline", outcomes, procs))
+        for rank in sorted({waitables[obj] for obj in ready}):
+            # Its pipe is readable or the rank has exited. A rank sends before it exits, so after an exit
+            # its outcome is in the pipe or was never produced: there is nothing left in flight to wait for.
+            try:
+                if not receive_ends[rank].poll():
+                    raise EOFError
+                outcomes[rank] = receive_ends[rank].recv()
+            except EOFError:
+                procs[rank].join(timeout=5)  # its send end closes as it exits; the exit code follows
+                raise DistributedRunError(
+                    _report(f"rank {rank} exited without a result ({_exit(procs[rank])})", outcomes, procs)
+                ) from None
+            if outcomes[rank][0] == "error":
+                raise DistributedRunError(_report(f"rank {rank} raised", outcomes, procs))
+
+
+def _exit(proc) -> str:
+    code = proc.exitcode
+    if code is None:
+        return "it closed its pipe but has not exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}: it failed before reporting; any traceback it printed is on stderr"
+
+
+def _report(what: str, outcomes: dict[int, tuple[str, Any]], procs: list) -> str:
+    lines = [f"distributed run with {len(procs)} ranks: {what}"]
+    for rank in range(len(procs)):
         status, value = outcomes.get(rank, ("no result", ""))
         detail = value if status == "error" else ""
         lines.append(f"--- rank {rank}: {status}\n{detail}".rstrip())
