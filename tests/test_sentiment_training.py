@@ -5,19 +5,26 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from _sentiment_fixtures import tiny_base, toy_rows
+from _sentiment_fixtures import tiny_base, toy_rows, write_csv
+from megasense.data.collate import pad_right
+from megasense.formats.adapter import classifier_on
 from megasense.training.augment import AugmentSettings, augment, augment_dataset, random_delete, reorder_sentences
 from megasense.training.finetune import (
     BucketedBatches,
     Examples,
     FinetuneConfig,
     class_weight_tensor,
+    concat_examples,
+    evaluate_examples,
     finetune,
+    restrict_labels,
     save_finetuned,
 )
 from megasense.training.trainer import TrainConfig, Trainer, lr_factor, parameter_groups
@@ -223,6 +230,122 @@ def test_finetune_learns_the_toy_task_and_saves_a_loadable_model(tmp_path, lora)
     torch.testing.assert_close(loaded.model(ids).logits, expected)
     assert loaded.head.labels == ("negative", "neutral", "positive")
     assert (out / "adapter").is_dir() == lora
+
+
+LABELS = ("negative", "neutral", "positive")
+
+
+def _binary(n: int, seed: int) -> Examples:
+    rows = toy_rows(n, seed, labels=("negative", "positive"))
+    return restrict_labels(Examples(texts=[t for t, _ in rows], labels=[LABELS.index(y) for _, y in rows]), LABELS[::2])
+
+
+def test_label_mask_trains_binary_rows_on_their_labels_only(tmp_path):
+    base = tiny_base(tmp_path)
+    model, _ = classifier_on(base, LABELS)
+    model.eval()  # no dropout: the loss is compared with one computed by hand
+    texts = ["the good train", "a bad report", "it was awful", "the table today"]
+    ids, attention = pad_right(base.tokenizer.encode_batch(texts), base.tokenizer.pad_id)
+    labels = torch.tensor([2, 0, 0, 1])
+    mask = torch.tensor([[True, False, True]] * 3 + [[True, True, True]])  # three binary rows, one 3-class row
+    out = model(ids, attention, labels=labels, label_mask=mask)
+    assert torch.isfinite(out.logits).all()  # the logits themselves are not masked
+    two = out.logits[:3, [0, 2]].float()
+    expected = (
+        F.cross_entropy(two, torch.tensor([1, 0, 0]), reduction="sum") + F.cross_entropy(out.logits[3:], labels[3:])
+    ) / 4
+    torch.testing.assert_close(out.loss, expected)
+    # Binary rows alone send no gradient to the neutral logit; without the mask they push it down.
+    model(ids[:3], attention[:3], labels=labels[:3], label_mask=mask[:3]).loss.backward()
+    assert model.classifier.weight.grad[1].abs().max() == 0 and model.classifier.bias.grad[1] == 0
+    model.zero_grad()
+    model(ids[:3], attention[:3], labels=labels[:3]).loss.backward()
+    assert model.classifier.bias.grad[1] > 0
+
+
+def test_label_masks_travel_with_their_rows(tmp_path):
+    binary, three = _binary(40, 0), _examples(30, 1)
+    assert binary.allowed_labels(LABELS) == ("negative", "positive") and three.allowed_labels(LABELS) is None
+    with pytest.raises(ValueError, match=r"rows labelled \['neutral'\]"):
+        restrict_labels(three, ("negative", "positive"))
+    mixed = concat_examples([three, binary], source="mix")
+    assert len(mixed.label_mask) == 70 and mixed.label_mask[0] == (True, True, True)
+    assert mixed.label_mask[-1] == (True, False, True) and mixed.allowed_labels(LABELS) is None
+    ids = [[2, 5 + i % 7, 3] for i in range(70)]
+    batches = BucketedBatches(ids, mixed.labels, batch_size=16, pad_id=0, seed=0, label_mask=mixed.label_mask)
+    for batch in batches(0):
+        assert batch["label_mask"].dtype == torch.bool and batch["label_mask"].shape == (len(batch["labels"]), 3)
+        assert batch["label_mask"].gather(1, batch["labels"][:, None]).all()  # every row allows its own label
+    assert sum(int((~b["label_mask"][:, 1]).sum()) for b in batches(0)) == 40
+    with pytest.raises(ValueError, match="label_mask"):
+        finetune(tiny_base(tmp_path), mixed, None, FinetuneConfig(augment=True, max_steps=1, progress=False))
+
+
+def test_several_validation_sets_monitor_the_worst_and_restrict_binary_ones(tmp_path):
+    base = tiny_base(tmp_path)
+    train = concat_examples([_examples(160, 0), _binary(80, 1)])
+    val = {"three": _examples(60, 2), "binary": _binary(40, 3)}
+    config = FinetuneConfig(
+        epochs=2, batch_size=16, lr=3e-3, bf16=False, eval_every=5, patience=None, progress=False, class_weights="none"
+    )
+    result = finetune(base, train, val, config)
+    assert len(result.train.history) >= 3
+    for record in result.train.history:
+        assert record["macro_recall"] == min(record["three/macro_recall"], record["binary/macro_recall"])
+        assert record["accuracy"] == min(record["three/accuracy"], record["binary/accuracy"])
+    assert result.train.best_metric == max(r["macro_recall"] for r in result.train.history)
+    sets = result.report["sets"]
+    assert sets["binary"]["labels"] == ["negative", "positive"] and sets["binary"]["restricted"]
+    assert sets["three"]["labels"] == list(LABELS) and not sets["three"]["restricted"]
+    # The binary set is measured as `megasense evaluate --labels negative,positive` measures it.
+    explicit = evaluate_examples(result.loaded, val["binary"], labels=("negative", "positive"))
+    assert sets["binary"]["accuracy"] == explicit["accuracy"]
+    assert result.report["macro_recall"] == min(r["macro_recall"] for r in sets.values())
+    assert result.train.best_metric == pytest.approx(result.report["macro_recall"])
+
+
+def test_recipe_sources_binary_package_and_per_source_holdouts(tmp_path, monkeypatch):
+    """recipes/sentiment.py's data step: binary sources masked, package data read, measured rows excluded."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "recipes"))
+    import sentiment as recipe
+
+    data, package = tmp_path / "data", tmp_path / "site" / "toypkg"
+    (data / "three").mkdir(parents=True)
+    (data / "binary").mkdir()
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('this package does not import')\n")
+    rows3 = toy_rows(60, 0)
+    write_csv(data / "three" / "train.csv", rows3)
+    write_csv(data / "three" / "val.csv", rows3[:5])  # the measured split: these rows must not be trained on
+    write_csv(data / "binary" / "train.csv", toy_rows(40, 1, labels=("negative", "positive")))
+    (package / "corpus.csv").write_bytes(
+        b"sentiment,confidence,text\npositive,1,good \xd1 day\nnegative,0.4,bad day\nneutral,,the table\n"
+    )
+    monkeypatch.setattr(recipe, "DATA", data)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    sys.modules.pop("toypkg", None)
+    spec = {
+        "name": "toy",
+        "finetune": {"seed": 0},
+        "train": [
+            {"path": "three/train.csv", "exclude": ["three/val.csv"], "holdout": 10},
+            {"path": "binary/train.csv", "labels": "negative,positive", "holdout": 8},
+            {"package": "toypkg", "path": "corpus.csv", "label_col": "sentiment", "min_confidence": 0.7},
+        ],
+    }
+    train, holdouts, notes = recipe.prepare(spec, tmp_path / "run")
+    assert set(holdouts) == {"three/train.csv", "binary/train.csv"}
+    assert holdouts["binary/train.csv"].allowed_labels(LABELS) == ("negative", "positive")
+    assert holdouts["three/train.csv"].allowed_labels(LABELS) is None and len(holdouts["three/train.csv"].texts) == 10
+    banned = {t for t, _ in rows3[:5]}
+    assert not banned & set(train.texts) and not banned & set(holdouts["three/train.csv"].texts)
+    assert len(train.texts) == len(train.label_mask) == 60 - len(banned) - 10 + 32 + 2
+    binary_rows = [m for m in train.label_mask if m == (True, False, True)]
+    assert len(binary_rows) == 32
+    assert "good  day" in train.texts and "the table" in train.texts and "bad day" not in train.texts
+    assert any("binary: trained on negative, positive only" in n for n in notes)
 
 
 def test_augmentation_is_seeded_and_keeps_meaning_bearing_shape():
