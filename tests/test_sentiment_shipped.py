@@ -49,14 +49,14 @@ def test_the_adapter_is_small_and_not_pickle():
 
 def test_tweets_macro_recall_on_200_validation_rows(predictor):
     report = _score(predictor, "tweets-sentiment-en/val.csv", 200)
-    # These 200 rows measured 0.659 macro recall (all 2,000: 0.720, see the model card; VADER: 0.598).
+    # These 200 rows measured 0.707 macro recall, accuracy 0.68 (all 2,000: 0.713, see the model card; VADER: 0.598).
     assert report["macro_recall"] >= 0.62, report
     assert report["accuracy"] >= 0.60, report
 
 
 def test_sst2_binary_accuracy_on_200_dev_rows(predictor):
     report = _score(predictor, "sst2/dev.csv", 200, labels=("negative", "positive"))
-    assert report["accuracy"] >= 0.85, report  # measured 0.91 on these 200 (all 872: 0.860)
+    assert report["accuracy"] >= 0.85, report  # measured 0.865 on these 200 (all 872: 0.862)
 
 
 def test_default_routes_english_without_loading_the_multilingual_model(tmp_path):
