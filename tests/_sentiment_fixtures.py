@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import torch
 
 from megasense.config import HeadConfig
@@ -74,3 +75,12 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(rows)
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the CI machine is shared (import it into a test module)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

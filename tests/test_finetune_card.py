@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import shlex
 
-import pytest
-import torch
 from typer.testing import CliRunner
 
-from _sentiment_fixtures import save_base, toy_rows, write_csv
+from _sentiment_fixtures import (
+    one_thread,  # noqa: F401 (an autouse fixture)
+    save_base,
+    toy_rows,
+    write_csv,
+)
 from megasense.cli.main import _register, app
 from megasense.predictors.jobs import evaluate_file
 from megasense.predictors.sentiment import load_predictor
@@ -17,14 +20,6 @@ from megasense.training.finetune import FinetuneConfig, train_from_files
 
 HEADLINE = ("accuracy", "macro_f1", "macro_recall", "ece")
 """The headline metrics, and the calibration error (equal only if every probability is)."""
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cli(*args: str):

@@ -10,7 +10,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from _sentiment_fixtures import save_base, tiny_base, tiny_tokenizer, toy_rows, write_csv
+from _sentiment_fixtures import (
+    one_thread,  # noqa: F401 (an autouse fixture)
+    save_base,
+    tiny_base,
+    tiny_tokenizer,
+    toy_rows,
+    write_csv,
+)
 from megasense.api import sentiment
 from megasense.cli.main import COMMANDS, _register, app
 from megasense.files.tables import TableError
@@ -23,14 +30,6 @@ from megasense.training.finetune import FinetuneConfig, train_from_files
 from megasense.zoo.load import load_model
 
 LABELS = ("negative", "neutral", "positive")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _sentiment_fixtures import tiny_base, toy_rows, write_csv
+from _sentiment_fixtures import (
+    one_thread,  # noqa: F401 (an autouse fixture)
+    tiny_base,
+    toy_rows,
+    write_csv,
+)
 from megasense.data.collate import pad_right
 from megasense.formats.adapter import classifier_on
 from megasense.training.augment import AugmentSettings, augment, augment_dataset, random_delete, reorder_sentences
@@ -29,15 +34,6 @@ from megasense.training.finetune import (
 )
 from megasense.training.trainer import TrainConfig, Trainer, lr_factor, parameter_groups
 from megasense.zoo.load import load_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the CI machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass
