@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import megasense
 import megasense.data.corpus
-from megasense.cli.errors import ISSUES_URL, user_errors
+from megasense.cli.errors import REPORT, user_errors
 from megasense.cli.main import _register, app
 from megasense.errors import ConfigError, MegasenseInputError
 
@@ -39,7 +39,7 @@ def _bug_report(result, exception: str) -> None:
     assert result.exit_code == 1, result.output
     assert "Traceback (most recent call last)" in result.stderr and exception in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert f"this is a bug in megasense {megasense.__version__}" in last and ISSUES_URL in last, last
+    assert f"this is a bug in megasense {megasense.__version__}" in last and REPORT in last, last
     assert "error: " not in result.stderr
 
 

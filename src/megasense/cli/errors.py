@@ -22,7 +22,7 @@ from megasense.errors import MegasenseError
 
 err_console = Console(stderr=True)
 
-ISSUES_URL = "https://github.com/megasense/megasense/issues"
+REPORT = "please report it to the megasense developers (the project's issue tracker) with the traceback above"
 BUG_EXIT_CODE = 1
 """A bug: what Python itself exits with on an uncaught exception."""
 
@@ -85,8 +85,7 @@ def report_bug(exc: BaseException) -> None:
     traceback.print_exception(exc, file=sys.stderr)
     sys.stderr.flush()
     err_console.print(
-        f"[bold red]this is a bug in megasense {escape(_version())}[/]; please report it with the traceback above "
-        f"at {ISSUES_URL}",
+        f"[bold red]this is a bug in megasense {escape(_version())}[/]; {REPORT}",
         highlight=False,
         soft_wrap=True,
     )
