@@ -23,6 +23,7 @@ _API = {
     "embed": "megasense.api:embed",
     "generate": "megasense.api:generate",
     "sentiment": "megasense.api:sentiment",
+    "classify": "megasense.api:classify",
     "evaluate": "megasense.api:evaluate",
     "train": "megasense.api:train",
     "analyze": "megasense.api:analyze",

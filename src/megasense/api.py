@@ -1,6 +1,7 @@
 """The public Python API, re-exported from ``megasense``: one thin call per job.
 
-``load_model``, ``sentiment``, ``evaluate``, ``embed``, ``generate``, ``train`` and ``analyze``. Each
+``load_model``, ``sentiment``, ``classify`` (intents, emotions, any classifier), ``evaluate``, ``embed``,
+``generate``, ``train`` and ``analyze``. Each
 call accepts a model name, a path, or an already loaded model (``megasense.load_model``); pass a
 loaded model (or predictor) when calling many times, so the weights are read once. The work itself
 lives in the rooms below: ``predictors`` (text in, typed results out), ``training`` and ``analytics``.
@@ -26,7 +27,7 @@ from megasense.training.finetune import train
 from megasense.zoo import load_model
 from megasense.zoo.shipped import ROUTER
 
-__all__ = ["analyze", "embed", "evaluate", "generate", "load_model", "sentiment", "train"]
+__all__ = ["analyze", "classify", "embed", "evaluate", "generate", "load_model", "sentiment", "train"]
 
 
 def _loaded(model: str | LoadedModel) -> LoadedModel:
@@ -80,6 +81,24 @@ def sentiment(
         predictor = predictor.restricted(labels)
     out = [result.to_dict() for result in predictor.predict(check_texts(texts))]
     return out[0] if isinstance(texts, str) else out
+
+
+def classify(
+    texts: Sequence[str] | str,
+    *,
+    model: str | Path | LoadedModel | Predictor,
+    precision: str = "auto",
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Any classifier's answer, as ``sentiment`` gives it: ``{"label", "score", "probs", "chunks"}`` per text,
+    plus ``labels`` (every label above its threshold) for a multi-label model. An intent model with an
+    out-of-scope label answers it (``oos`` for ``intent-en``) for texts that are none of its intents.
+
+    >>> megasense.classify("wake me up at seven tomorrow", model="intent-en")["label"]  # doctest: +SKIP
+    'alarm'
+    >>> megasense.classify("thank you so much, this made my day", model="emotion-en")["labels"]  # doctest: +SKIP
+    ['gratitude', 'joy']
+    """
+    return sentiment(texts, model=model, precision=precision)
 
 
 def evaluate(

@@ -50,19 +50,25 @@ def models() -> None:
 
 
 def _sentiment_table() -> None:
-    from megasense.zoo.shipped import ROUTER, SENTIMENT_MODELS, shipped_adapter_dir
+    from megasense.zoo.shipped import ROUTER, SHIPPED_MODELS, shipped_adapter_dir
 
-    table = Table(title="Sentiment models (an adapter shipped with megasense on an embedded encoder)")
-    for column in ("name", "base", "adapter", "what"):
+    table = Table(title="Shipped models (an adapter shipped with megasense on an embedded encoder)")
+    for column in ("name", "task", "base", "adapter", "what"):
         table.add_column(column, no_wrap=column == "name")
-    for model in SENTIMENT_MODELS:
+    for model in SHIPPED_MODELS:
         try:
             shipped_adapter_dir(model.name)
             status = "shipped"
         except (ValueError, OSError):
             status = "missing"
-        table.add_row(model.name, model.base, status, model.description)
-    table.add_row(ROUTER, "-", "-", "routes each text by script: Chinese and other non-Latin to sentiment-multilingual")
+        table.add_row(model.name, model.task, model.base, status, model.description)
+    table.add_row(
+        ROUTER,
+        "sentiment",
+        "-",
+        "-",
+        "routes each text by script: Chinese and other non-Latin to sentiment-multilingual",
+    )
     console.print(table)
 
 

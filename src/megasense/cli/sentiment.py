@@ -1,4 +1,5 @@
-"""``megasense predict``, ``evaluate`` and ``train``: sentiment on files, against gold labels, and fine-tuning."""
+"""``megasense predict``, ``evaluate`` and ``train``: text classification (sentiment, intents, emotions) on
+files, against gold labels, and fine-tuning."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ PREVIEW = 200
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m", help="default (routes by script), sentiment-en, sentiment-multilingual, or a model directory."
+        "--model",
+        "-m",
+        help="default (sentiment, routed by script), sentiment-en, sentiment-multilingual, intent-en, emotion-en, "
+        "or a model directory.",
     ),
 ]
 TextCol = Annotated[str, typer.Option(help="Column that holds the text.")]
@@ -58,11 +62,17 @@ def predict(
 ) -> None:
     """Add label, score and prob_<label> columns to every row of a file.
 
+    A model with many labels (intent-en) writes a `top` column (the five most probable labels) instead of
+    one prob_<label> column per label; a multi-label model (emotion-en) writes every label above its
+    threshold in `label`, comma-separated.
+
     Examples:
 
       megasense predict reviews.csv --text-col body -o reviews.scored.parquet
 
       megasense predict posts.jsonl --model sentiment-multilingual
+
+      megasense predict utterances.txt --model intent-en
     """
     from megasense.files.tables import check_readable
     from megasense.predictors.jobs import predict_file
@@ -104,7 +114,8 @@ def _print_predictions(frames, text_col: str, total: int) -> None:
 
     frame = pd.concat(frames, ignore_index=True)
     table = Table(show_lines=False)
-    columns = [text_col, "label", "score", *[c for c in frame.columns if c.startswith("prob_")], "chunks"]
+    probs = [c for c in frame.columns if c.startswith("prob_") or c == "top"]
+    columns = [text_col, "label", "score", *probs, "chunks"]
     for c in columns:
         table.add_column(c, overflow="fold", max_width=60 if c == text_col else None)
     for _, row in frame.iterrows():
@@ -134,9 +145,15 @@ def evaluate(
 ) -> None:
     """Measure a model on labelled data: accuracy, F1, macro recall, per class, confusion matrix, calibration.
 
-    Example:
+    A model with an out-of-scope label (intent-en: oos) also reports in-scope accuracy and out-of-scope
+    recall and precision; a multi-label model (emotion-en) reads comma-separated gold labels and reports
+    micro and macro F1 per label.
+
+    Examples:
 
       megasense evaluate tweets.csv --label-col label --report report.json
+
+      megasense evaluate clinc150/val.csv --model intent-en --label-col intent
     """
     from megasense.files.atomic import atomic_file
     from megasense.files.tables import check_readable
@@ -164,31 +181,50 @@ def evaluate(
             err.print(f"wrote the report to {report}", highlight=False)
 
 
+MAX_CLASS_ROWS = 15
+"""Per-class rows printed; a report with more classes prints the weakest (the JSON report has them all)."""
+
+
 def print_report(result: dict) -> None:
+    micro = f"micro F1 {result['micro_f1']:.4f}  " if "micro_f1" in result else ""
     console.print(
         f"[bold]{result['model']}[/] on {result['data']}: n={result['n']:,}  accuracy {result['accuracy']:.4f}  "
-        f"macro F1 {result['macro_f1']:.4f}  weighted F1 {result['weighted_f1']:.4f}  "
+        f"macro F1 {result['macro_f1']:.4f}  {micro}weighted F1 {result['weighted_f1']:.4f}  "
         f"macro recall {result['macro_recall']:.4f}  ECE {result.get('ece', float('nan')):.4f}",
         highlight=False,
     )
+    if "in_scope_accuracy" in result:
+        console.print(
+            f"out of scope ({result['oos_label']}): in-scope accuracy {result['in_scope_accuracy']:.4f} "
+            f"(n={result['n_in_scope']:,})  oos recall {result['oos_recall']:.4f}  oos precision "
+            f"{result['oos_precision']:.4f} (n={result['n_oos']:,})",
+            highlight=False,
+        )
     if result.get("note"):
         console.print(f"note: {result['note']}", highlight=False)
     if result.get("skipped_empty"):
         console.print(f"note: {result['skipped_empty']:,} empty texts skipped", highlight=False)
-    table = Table(title="per class")
+    per_class = result["per_class"]
+    title = "per class"
+    if len(per_class) > MAX_CLASS_ROWS:
+        weakest = sorted(per_class, key=lambda label: (per_class[label]["f1"], label))[:MAX_CLASS_ROWS]
+        per_class = {label: per_class[label] for label in weakest}
+        title = f"the {MAX_CLASS_ROWS} weakest of {len(result['per_class'])} classes by F1 (--report writes all)"
+    table = Table(title=title)
     for c in ("label", "precision", "recall", "f1", "support"):
         table.add_column(c, justify="left" if c == "label" else "right")
-    for label, m in result["per_class"].items():
+    for label, m in per_class.items():
         table.add_row(label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
     console.print(table)
-    cm = result["confusion_matrix"]
-    matrix = Table(title="confusion matrix (rows gold, columns predicted)")
-    matrix.add_column("")
-    for label in cm["labels"]:
-        matrix.add_column(label, justify="right")
-    for label, row in zip(cm["labels"], cm["matrix"]):
-        matrix.add_row(label, *map(str, row))
-    console.print(matrix)
+    cm = result.get("confusion_matrix")
+    if cm and len(cm["labels"]) <= MAX_CLASS_ROWS:
+        matrix = Table(title="confusion matrix (rows gold, columns predicted)")
+        matrix.add_column("")
+        for label in cm["labels"]:
+            matrix.add_column(label, justify="right")
+        for label, row in zip(cm["labels"], cm["matrix"]):
+            matrix.add_row(label, *map(str, row))
+        console.print(matrix)
     base = result.get("baseline")
     if base and "accuracy" in base:
         console.print(
@@ -216,6 +252,20 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Texts per step.")] = 32,
     max_length: Annotated[int, typer.Option(help="Truncate training texts to this many tokens.")] = 128,
     class_weights: Annotated[str, typer.Option(help="balanced, sqrt or none.")] = "balanced",
+    multi_label: Annotated[
+        bool,
+        typer.Option(
+            help="Texts may have several labels, comma-separated in the label column (emotions); thresholds per "
+            "label are tuned on --val."
+        ),
+    ] = False,
+    oos_label: Annotated[
+        str | None,
+        typer.Option(
+            help="The label meaning out-of-scope (default: oos or out_of_scope when the data has it; '' for none); "
+            "its confidence threshold is calibrated on --val."
+        ),
+    ] = None,
     augment: Annotated[bool, typer.Option(help="Add one EDA-augmented copy of every training text.")] = False,
     patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping.")] = 2,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
@@ -226,11 +276,15 @@ def train(
 ) -> None:
     """Fine-tune an encoder on your labels; saves the best model (release format) with a model card.
 
-    The card records this command line, the config, and the `megasense evaluate` command that prints its metrics.
+    The labels are the label column's: sentiment in any usual spelling (negative/neutral/positive), or any
+    class names (intents, topics, emotions with --multi-label). The card records this command line, the
+    config, and the `megasense evaluate` command that prints its metrics.
 
-    Example:
+    Examples:
 
       megasense train train.csv --val val.csv --base minilm-l6 --output my-model --lora --epochs 3
+
+      megasense train clinc150/train.csv --val clinc150/val.csv --label-col intent --base minilm-l6 --output my-intents
     """
     from megasense.cli.command_line import command_line
     from megasense.training.finetune import train as fine_tune
@@ -252,6 +306,8 @@ def train(
             max_length=max_length,
             lora=lora,
             class_weights=class_weights,
+            multi_label=multi_label,
+            oos_label=oos_label,
             augment=augment,
             patience=patience,
             eval_every=eval_every,

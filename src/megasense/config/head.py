@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from megasense.config.model import ConfigError
 
-Task = Literal["encoder", "embedding", "classification", "pretraining", "causal_lm"]
-TASKS = ("encoder", "embedding", "classification", "pretraining", "causal_lm")
+Task = Literal["encoder", "embedding", "classification", "token_classification", "pretraining", "causal_lm"]
+TASKS = ("encoder", "embedding", "classification", "token_classification", "pretraining", "causal_lm")
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -30,20 +30,41 @@ class HeadConfig:
     text_prefix: str = ""
     """Prepended to every text before tokenization (the e5 models expect ``query: ``)."""
 
+    multi_label: bool = False
+    """``classification`` with any number of labels per text (a sigmoid per label, not one softmax)."""
+
+    thresholds: tuple[float, ...] = ()
+    """Multi-label: the probability above which each label (in ``labels`` order) is predicted; empty: 0.5."""
+
+    oos_label: str = ""
+    """The label that means "none of the others" (out-of-scope intents: ``oos``); empty when there is none."""
+
+    oos_threshold: float = 0.0
+    """With ``oos_label``: a text whose most probable other label scores below this is answered ``oos_label``
+    (calibrated on validation data by training)."""
+
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"head task={self.task!r} is not one of {', '.join(TASKS)}")
-        if self.task == "classification" and len(self.labels) < 2:
+        if self.task in ("classification", "token_classification") and len(self.labels) < 2:
             raise ConfigError(f"a classification head needs at least 2 labels, got {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"head labels repeat: {list(self.labels)}")
         if self.pooling not in ("mean", "cls", "pooler"):
             raise ConfigError(f"pooling={self.pooling!r} is not one of mean, cls, pooler")
         object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        if self.thresholds and len(self.thresholds) != len(self.labels):
+            raise ConfigError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
+        if self.oos_label and self.oos_label not in self.labels:
+            raise ConfigError(f"oos_label={self.oos_label!r} is not one of the labels {list(self.labels)}")
+        if not 0.0 <= self.oos_threshold < 1.0:
+            raise ConfigError(f"oos_threshold={self.oos_threshold} must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
+        d["thresholds"] = list(self.thresholds)
         return d
 
     @classmethod
@@ -52,4 +73,4 @@ class HeadConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown head config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**{**data, "labels": tuple(data.get("labels", ()))})
+        return cls(**{**data, "labels": tuple(data.get("labels", ())), "thresholds": tuple(data.get("thresholds", ()))})

@@ -153,13 +153,19 @@ class BertForSequenceClassification(BertModel):
         class_weights: torch.Tensor | None = None,
         label_mask: torch.Tensor | None = None,
     ) -> ClassifierOutput:
-        """``label_mask`` (B, num_labels) bool: the labels each row's loss may choose among. A row from a
+        """``labels``: (B,) class indices (one label per text: softmax cross-entropy), or (B, num_labels)
+        floats of 0/1 (multi-label: a binary cross-entropy per label, ``class_weights`` then weighting
+        each label's positives).
+
+        ``label_mask`` (B, num_labels) bool: the labels each row's loss may choose among. A row from a
         binary source (negative/positive only) then teaches nothing about the label it never had;
         the returned logits are not masked."""
         out = self.encode(input_ids, attention_mask, token_type_ids)
         logits = self.classifier(self.dropout(self.pooled(out, attention_mask)))  # (B, num_labels)
         loss = None
-        if labels is not None:
+        if labels is not None and labels.dim() == 2:
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=class_weights)
+        elif labels is not None:
             scored = logits.float()
             if label_mask is not None:
                 scored = scored.masked_fill(~label_mask.bool(), float("-inf"))

@@ -6,6 +6,11 @@ model: the softmax is taken over those labels only), scores them (accuracy, macr
 macro recall, per class, confusion matrix, calibration) and puts VADER beside the model for English
 data. Because training evaluates through this same function with the same predictor, a card's
 numbers are what ``megasense evaluate`` prints on the same file at the same precision.
+
+Any classifier evaluates here. A model with an out-of-scope label (intents) also gets
+``in_scope_accuracy`` (in-scope texts given their own label), ``oos_recall`` and ``oos_precision``; a
+multi-label model (emotions) gets micro and macro F1 over labels, subset accuracy and a per-label report.
+Only a sentiment model's predictions are restricted to the labels the data has.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from typing import Any
 from megasense.errors import LabelError
 from megasense.files.progress import Progress
 from megasense.predictors.baselines import BaselineUnavailable, vader_labels
+from megasense.predictors.labels import is_sentiment_labels
 from megasense.predictors.language import needs_multilingual
-from megasense.predictors.metrics import classification_report
+from megasense.predictors.metrics import classification_report, multilabel_report, out_of_scope_report
 
 REPORT_KEYS = ("accuracy", "macro_f1", "weighted_f1", "macro_recall")
 """The headline metrics of a report (``ece`` besides, for the model itself)."""
@@ -37,6 +43,8 @@ def evaluation_labels(
     present = tuple(label for label in model_labels if label in set(gold))
     if labels:
         return tuple(labels)
+    if not is_sentiment_labels(model_labels):
+        return None  # intents and the like: a split without some classes still has all of them to choose from
     return present if 2 <= len(present) < len(model_labels) else None
 
 
@@ -50,10 +58,17 @@ def evaluate_texts(
     source: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The report of ``predictor`` (a sentiment predictor) on ``texts`` with canonical ``gold`` labels."""
+    """The report of ``predictor`` (a classifier) on ``texts`` with canonical ``gold`` labels (tuples of
+    labels for a multi-label model; see ``labels.read_gold``)."""
     if len(texts) != len(gold):
         raise ValueError(f"{len(texts)} texts but {len(gold)} gold labels")
     model_labels = tuple(predictor.labels)
+    if getattr(predictor, "multi_label", False):
+        if labels:
+            raise LabelError("--labels does not apply to a multi-label model")
+        batch = predictor.predict(list(texts), progress=progress)
+        report = multilabel_report([tuple(g) for g in gold], batch.label_sets, model_labels, probs=batch.probs)
+        return {**report, "model": predictor.name, "data": source, "labels": list(model_labels), "restricted": False}
     allowed = evaluation_labels(model_labels, gold, labels, source=source)
     restricted = predictor.restricted(allowed) if allowed else predictor
     batch = restricted.predict(list(texts), progress=progress)
@@ -65,7 +80,10 @@ def evaluate_texts(
     report["restricted"] = used != model_labels
     if report["restricted"]:
         report["note"] = f"predictions restricted to {', '.join(used)} (the model also knows {', '.join(model_labels)})"
-    if baseline:
+    oos = getattr(predictor, "oos_label", "")
+    if oos and oos in used:
+        report.update(out_of_scope_report(list(gold), batch.labels, oos))
+    if baseline and is_sentiment_labels(used):
         report["baseline"] = vader_report(texts, gold, used)
     return report
 

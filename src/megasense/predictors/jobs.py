@@ -23,7 +23,7 @@ from megasense.files.progress import Progress, estimate_total
 from megasense.files.tables import TableWriter, read_chunks, require_column, text_column
 from megasense.predictors.embedding import SentenceEmbedder
 from megasense.predictors.evaluation import evaluate_texts
-from megasense.predictors.labels import normalize_labels
+from megasense.predictors.labels import SENTIMENT_LABELS, read_gold
 
 
 @dataclass
@@ -121,16 +121,24 @@ class LabelledTexts:
     """A labelled table read once: the non-empty texts, their canonical gold labels, and what was skipped."""
 
     texts: list[str]
-    gold: list[str]
+    gold: list[str] | list[tuple[str, ...]]
+    """Canonical labels (tuples of labels for a multi-label model)."""
     skipped_empty: int = 0
     source: str = ""
 
 
 def read_labelled(
-    source: str | Path, *, label_col: str = "label", text_col: str = "text", strict: bool = False
+    source: str | Path,
+    *,
+    label_col: str = "label",
+    text_col: str = "text",
+    strict: bool = False,
+    model_labels: Sequence[str] = SENTIMENT_LABELS,
+    multi_label: bool = False,
 ) -> LabelledTexts:
-    """Texts and canonical labels of every non-empty row, in one pass (labels are normalised over the whole
-    column, so numbers read consistently: 0/1 is binary, 0/1/2 three classes)."""
+    """Texts and gold labels of every non-empty row, in one pass, read for a model with ``model_labels``
+    (``labels.read_gold``: sentiment labels are normalised over the whole column, so numbers read
+    consistently: 0/1 is binary, 0/1/2 three classes; other labels must be the model's)."""
     source = Path(source)
     texts: list[str] = []
     raw: list[object] = []
@@ -149,7 +157,7 @@ def read_labelled(
     if not raw:
         raise TableError(f"{source}: the file has a header but no rows")
     try:
-        gold = normalize_labels(raw, column=label_col, first_row=first or 2).labels
+        gold = read_gold(raw, model_labels, multi_label=multi_label, column=label_col, first_row=first or 2)
     except LabelError as exc:
         raise LabelError(f"{source}: {exc}") from None
     kept = [i for i, t in enumerate(texts) if t is not None]
@@ -168,7 +176,14 @@ def evaluate_file(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The report ``megasense evaluate`` prints: metrics of the model (and VADER for English) on a labelled table."""
-    data = read_labelled(source, label_col=label_col, text_col=text_col, strict=strict)
+    data = read_labelled(
+        source,
+        label_col=label_col,
+        text_col=text_col,
+        strict=strict,
+        model_labels=tuple(predictor.labels),
+        multi_label=getattr(predictor, "multi_label", False),
+    )
     estimate_total(progress, len(data.texts), 1.0)
     report = evaluate_texts(
         predictor, data.texts, data.gold, labels=labels, baseline=baseline, source=data.source, progress=progress

@@ -1,8 +1,14 @@
-"""Sentiment labels as people write them, mapped onto ``negative`` / ``neutral`` / ``positive``.
+"""Gold labels as people write them: sentiment spelled many ways, or any class names (intents, emotions).
+
+Sentiment labels are mapped onto ``negative`` / ``neutral`` / ``positive``:
 
 Datasets spell labels many ways: words, abbreviations, Chinese, or numbers whose meaning depends on
 how many classes there are (0/1 is negative/positive; 0/1/2 and -1/0/1 are negative/neutral/positive).
 Anything unrecognised is reported with its row numbers instead of being guessed.
+
+Other classifiers' labels are read as written (trimmed); a multi-label column holds comma-separated
+labels (``joy,surprise``). ``infer_labels`` decides a new model's label set from its training column,
+``read_gold`` reads an evaluation column against a model's labels.
 """
 
 from __future__ import annotations
@@ -60,12 +66,8 @@ def normalize_labels(values: Sequence[object], *, column: str = "label", first_r
             bad.setdefault(value, []).append(row)
         mapped.append(label)
     if bad:
-        parts = [
-            f"{v!r} (rows {', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}; {len(rows)} in all)"
-            for v, rows in list(bad.items())[:8]
-        ]
         raise LabelError(
-            f"column {column!r} has values that are not sentiment labels: {'; '.join(parts)}. "
+            f"column {column!r} has values that are not sentiment labels: {_rows_message(bad)}. "
             f"Expected negative/neutral/positive (or neg/neu/pos, 消极/中性/积极, 0/1, 0/1/2, -1/0/1)"
         )
     return LabelMapping(labels=mapped, scheme="words")
@@ -81,3 +83,82 @@ def parse_label_subset(text: str | None) -> tuple[str, ...] | None:
     if unknown or len(names) < 2:
         raise LabelError(f"--labels {text!r}: give at least two of {', '.join(SENTIMENT_LABELS)} (unknown: {unknown})")
     return tuple(dict.fromkeys(names))
+
+
+OOS_NAMES = ("oos", "out_of_scope", "out-of-scope", "none_of_the_above")
+"""Labels read as "out of scope" when training does not name one (CLINC150 writes ``oos``)."""
+
+
+def is_sentiment_labels(labels: Sequence[str]) -> bool:
+    """Whether a model with these labels is a sentiment model (its gold labels are normalised)."""
+    return bool(labels) and set(labels) <= set(SENTIMENT_LABELS)
+
+
+def _rows_message(bad: dict[str, list[int]]) -> str:
+    return "; ".join(
+        f"{v!r} (rows {', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}; {len(rows)} in all)"
+        for v, rows in list(bad.items())[:8]
+    )
+
+
+def split_multi(value: object) -> tuple[str, ...]:
+    """``"joy, surprise"`` -> ``("joy", "surprise")``; empty parts are dropped."""
+    text = "" if value is None or value != value else str(value)
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
+def infer_labels(values: Sequence[object], *, multi_label: bool = False, column: str = "label") -> tuple[str, ...]:
+    """A new model's labels from its training column: the three sentiment labels when the column reads as
+    sentiment (any spelling ``normalize_labels`` knows), else every distinct value, sorted (for a multi-label
+    column, every label any row has)."""
+    if multi_label:
+        labels = sorted({label for v in values for label in split_multi(v)})
+    else:
+        try:
+            normalize_labels(values, column=column)
+            return SENTIMENT_LABELS
+        except LabelError:
+            labels = sorted({str(v).strip() for v in values if v is not None and v == v and str(v).strip()})
+    if len(labels) < 2:
+        raise LabelError(
+            f"column {column!r} has {len(labels)} distinct label(s) {labels}; a classifier needs 2 or more"
+        )
+    return tuple(labels)
+
+
+def read_gold(
+    values: Sequence[object],
+    model_labels: Sequence[str],
+    *,
+    multi_label: bool = False,
+    column: str = "label",
+    first_row: int = 2,
+) -> list[str] | list[tuple[str, ...]]:
+    """Gold labels for a model with ``model_labels``: normalised sentiment labels for a sentiment model,
+    else the values as written (tuples of labels for a multi-label model). Values the model does not know
+    are refused with their row numbers."""
+    if not multi_label and is_sentiment_labels(model_labels):
+        return normalize_labels(values, column=column, first_row=first_row).labels
+    known = set(model_labels)
+    bad: dict[str, list[int]] = {}
+    gold: list = []
+    for row, value in enumerate(values, start=first_row):
+        if multi_label:
+            labels = split_multi(value)
+            for label in labels if labels else ("",):
+                if label not in known:
+                    bad.setdefault(label, []).append(row)
+            gold.append(labels)
+        else:
+            label = "" if value is None or value != value else str(value).strip()
+            if label not in known:
+                bad.setdefault(label, []).append(row)
+            gold.append(label)
+    if bad:
+        shown = list(model_labels)[:20]
+        more = f" (and {len(model_labels) - 20} more)" if len(model_labels) > 20 else ""
+        raise LabelError(
+            f"column {column!r} has values that are not the model's labels: {_rows_message(bad)}. "
+            f"The model's labels are {shown}{more}"
+        )
+    return gold

@@ -16,6 +16,12 @@ chunks          ``chunks``: model windows used      ``chunks``                  
 numbers); the HTTP response also repeats ``probs`` as ``scores``, its name before version 0.2.
 ``chunks`` is more than 1 when a text was longer than the model's window and was read in overlapping
 windows whose probabilities were averaged.
+
+The same result serves every text classifier (sentiment, intents, emotions). A multi-label model's
+``label`` is every predicted label, comma-separated, most probable first (``labels`` in Python and
+HTTP holds them as a list), its ``score`` the top probability, and ``probs`` independent per-label
+probabilities. A model with many labels (more than ``MAX_PROB_COLUMNS``) writes a ``top`` column
+(``label=prob; ...`` for the five most probable) in tables instead of one column per label.
 """
 
 from __future__ import annotations
@@ -28,6 +34,12 @@ import numpy as np
 
 PROB_PREFIX = "prob_"
 """Table columns of ``probs``: ``prob_negative``, ``prob_neutral``, ``prob_positive``."""
+
+MAX_PROB_COLUMNS = 12
+"""Models with more labels than this write the ``top`` column instead of one ``prob_<label>`` per label."""
+
+TOP_K = 5
+"""Labels in the ``top`` column."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +54,16 @@ class SentimentResult:
     """Probability of every allowed label, in the model's label order."""
     chunks: int = 1
     """Model windows the text was read in (more than 1: longer than the model's window)."""
+    labels: tuple[str, ...] | None = None
+    """A multi-label model's predicted labels, most probable first (None for single-label models)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"label", "score", "probs", "chunks"}``: what ``megasense.sentiment`` returns."""
-        return {"label": self.label, "score": self.score, "probs": dict(self.probs), "chunks": self.chunks}
+        """``{"label", "score", "probs", "chunks"}`` (and ``labels`` for a multi-label model): what
+        ``megasense.sentiment`` returns."""
+        out = {"label": self.label, "score": self.score, "probs": dict(self.probs), "chunks": self.chunks}
+        if self.labels is not None:
+            out["labels"] = list(self.labels)
+        return out
 
 
 @dataclass
@@ -60,6 +78,8 @@ class SentimentBatch:
     label_names: tuple[str, ...]
     chunks: list[int]
     """Windows per text: more than 1 means the text was longer than the model's window."""
+    label_sets: list[tuple[str, ...]] | None = None
+    """A multi-label model's predicted labels per text (``labels`` holds them comma-joined)."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -70,6 +90,7 @@ class SentimentBatch:
             score=float(self.scores[i]),
             probs={name: float(self.probs[i, j]) for j, name in enumerate(self.label_names)},
             chunks=int(self.chunks[i]),
+            labels=None if self.label_sets is None else self.label_sets[i],
         )
 
     def __iter__(self) -> Iterator[SentimentResult]:
@@ -81,12 +102,21 @@ class SentimentBatch:
         return self.chunks
 
     def columns(self, *, decimals: int = 6) -> dict[str, Any]:
-        """The table columns ``megasense predict`` adds: label, score, prob_<label>..., chunks."""
+        """The table columns ``megasense predict`` adds: label, score, prob_<label>... (or ``top`` for a model
+        with many labels), chunks."""
         columns: dict[str, Any] = {"label": self.labels, "score": np.round(self.scores, decimals)}
-        for j, name in enumerate(self.label_names):
-            columns[f"{PROB_PREFIX}{name}"] = np.round(self.probs[:, j], decimals)
+        if len(self.label_names) > MAX_PROB_COLUMNS:
+            columns["top"] = [self.top(i) for i in range(len(self))]
+        else:
+            for j, name in enumerate(self.label_names):
+                columns[f"{PROB_PREFIX}{name}"] = np.round(self.probs[:, j], decimals)
         columns["chunks"] = self.chunks
         return columns
+
+    def top(self, i: int, k: int = TOP_K) -> str:
+        """``label=prob; ...`` for the ``k`` most probable labels of text ``i``."""
+        order = np.argsort(-self.probs[i], kind="stable")[:k]
+        return "; ".join(f"{self.label_names[j]}={self.probs[i, j]:.3f}" for j in order)
 
     @classmethod
     def empty(cls, label_names: tuple[str, ...]) -> SentimentBatch:

@@ -1,4 +1,5 @@
-"""Texts in, sentiment out: one classification model, or the ``default`` router between two.
+"""Texts in, sentiment (or intents, emotions: any text classes) out: one classification model, or the
+``default`` sentiment router between two.
 
 ``SentimentClassifier`` runs one classification model: the window task (``predictors.windows``) turns
 texts into token windows, the encoder engine runs them in length-sorted batches at the chosen
@@ -62,6 +63,10 @@ class SentimentClassifier:
             max_length=max_length,
             overlap=min(overlap, max_length // 4),
             allowed=labels,
+            multi_label=loaded.head.multi_label,
+            thresholds=loaded.head.thresholds,
+            oos_label=loaded.head.oos_label,
+            oos_threshold=loaded.head.oos_threshold,
         )
         if bf16 is not None:  # the older switch: bf16=True/False means precision bf16/fp32
             precision = "bf16" if bf16 else "fp32"
@@ -73,6 +78,15 @@ class SentimentClassifier:
     def precision(self) -> str:
         """The concrete precision the model runs at: fp32, bf16, int8, onnx or onnx-int8."""
         return self.engine.precision
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task.multi_label
+
+    @property
+    def oos_label(self) -> str:
+        """The model's out-of-scope label ('' when it has none)."""
+        return self.task.oos_label
 
     @property
     def bf16(self) -> bool:
@@ -121,6 +135,9 @@ class SentimentRouter:
     def labels(self) -> tuple[str, ...]:
         return self.english.labels
 
+    multi_label = False
+    oos_label = ""
+
     @property
     def multilingual(self) -> SentimentClassifier:
         if self._multilingual is None:
@@ -151,6 +168,9 @@ class SentimentRouter:
                 windows[i] = w
         return self.english.task.decode(probs, windows)
 
+
+TextClassifier = SentimentClassifier
+"""The name for classifiers that are not about sentiment (intents, emotions): the same class."""
 
 Predictor = SentimentClassifier | SentimentRouter
 

