@@ -1,4 +1,4 @@
-"""``megasense serve``: the HTTP API for sentiment and embeddings."""
+"""``megasense serve``: the HTTP API for sentiment, intents, emotions and embeddings."""
 
 from __future__ import annotations
 
@@ -21,13 +21,21 @@ def serve(
     embedding_model: Annotated[
         str | None, typer.Option(help="Model behind /v1/embeddings; '' disables it [default: all-minilm-l6-v2].")
     ] = None,
+    intent_model: Annotated[
+        str | None,
+        typer.Option(help="Model behind /v1/intent: intent-en or a single-label classifier [default: not served]."),
+    ] = None,
+    emotion_model: Annotated[
+        str | None,
+        typer.Option(help="Model behind /v1/emotion: emotion-en or a multi-label classifier [default: not served]."),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="Device the models run on: cpu, cuda, cuda:1 [default: cpu].")
     ] = None,
     precision: Annotated[
         str | None,
         typer.Option(
-            help="Sentiment precision, as in predict: auto, fp32, bf16, int8, onnx, onnx-int8 [default: auto]."
+            help="Classifier precision, as in predict: auto, fp32, bf16, int8, onnx, onnx-int8 [default: auto]."
         ),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="A TOML file of settings (flags and env override it).")] = None,
@@ -42,14 +50,17 @@ def serve(
         str | None, typer.Option(help="Print the digest of this key (a line for --api-keys-file) and exit.")
     ] = None,
 ) -> None:
-    """Serve sentiment (POST /v1/sentiment) and embeddings (POST /v1/embeddings) over HTTP.
+    """Serve sentiment (POST /v1/sentiment) and embeddings (POST /v1/embeddings) over HTTP, and with
+    --intent-model / --emotion-model intents (POST /v1/intent) and emotions (POST /v1/emotion).
 
     Settings come from flags, then MEGASENSE_* environment variables, then --config FILE.toml;
     the OpenAPI docs are at /docs. Example:
 
-      megasense serve --port 8000
+      megasense serve --port 8000 --intent-model intent-en --emotion-model emotion-en
 
       curl -s localhost:8000/v1/sentiment -H 'content-type: application/json' -d '{"texts": ["love it", "meh"]}'
+
+      curl -s localhost:8000/v1/intent -H 'content-type: application/json' -d '{"text": "wake me at 7", "top_k": 3}'
     """
     with user_errors():
         if hash_key is not None:
@@ -67,6 +78,8 @@ def serve(
             port=port,
             model=model,
             embedding_model=embedding_model,
+            intent_model=intent_model,
+            emotion_model=emotion_model,
             device=device,
             precision=precision,
             workers=workers,

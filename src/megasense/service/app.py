@@ -3,8 +3,11 @@
 request -> schema validation (pydantic) -> limits -> dynamic batcher -> model (off the event loop)
 -> response. Models are loaded in the lifespan, never at import; ``/ready`` says when they are.
 Every expected failure has its status and a body ``{"error": {"type", "message"}}``: 401 (key),
-413 (too many texts or characters), 422 (malformed fields), 429 (queue full, with Retry-After),
-503 (not ready).
+404 (no model enabled for the endpoint), 413 (too many texts or characters), 422 (malformed fields, a
+model not served here), 429 (queue full, with Retry-After), 503 (not ready).
+
+The classifiers (``/v1/sentiment``, ``/v1/intent``, ``/v1/emotion``) share one request shape and one
+path; each has its own batcher, and their answers differ only in the fields their task adds.
 """
 
 from __future__ import annotations
@@ -25,19 +28,23 @@ from megasense.service.backends import Backend, load_backends
 from megasense.service.batching import DynamicBatcher, NotRunning, QueueFull
 from megasense.service.metrics import ServiceMetrics
 from megasense.service.schemas import (
+    ClassificationRequest,
     EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     EmbeddingUsage,
+    EmotionResponse,
+    EmotionResult,
     ErrorResponse,
+    IntentResponse,
+    IntentResult,
     ModelCard,
     ModelList,
-    SentimentRequest,
     SentimentResponse,
     SentimentResult,
     Usage,
 )
-from megasense.service.settings import ServiceSettings
+from megasense.service.settings import TASK_SETTINGS, ServiceSettings
 
 log = logging.getLogger("megasense.service")
 
@@ -67,7 +74,13 @@ class ServiceState:
     def get(self, task: str, requested: str | None) -> _Served:
         if not self.ready or task not in self.served:
             if self.ready:
-                raise ServiceError(404, "not_found", f"this service has no {task} model enabled")
+                setting = TASK_SETTINGS.get(task, task)
+                raise ServiceError(
+                    404,
+                    "not_found",
+                    f"this service has no {task} model enabled; start it with --{setting.replace('_', '-')} NAME "
+                    f"(or MEGASENSE_{setting.upper()}, or {setting} in the settings file)",
+                )
             raise ServiceError(503, "not_ready", "the models are still loading (or the service is stopping)")
         served = self.served[task]
         if requested not in (None, "default", served.backend.name):
@@ -119,6 +132,16 @@ def _check_limits(texts: list[str], settings: ServiceSettings) -> None:
         )
 
 
+def _check_top_k(top_k: int | None, served: _Served) -> None:
+    labels = len(served.backend.labels)
+    if top_k is not None and top_k > labels:
+        raise ServiceError(
+            422,
+            "invalid_request",
+            f"top_k={top_k} is more than the {labels} labels of model {served.backend.name!r}; give 1 to {labels}",
+        )
+
+
 async def _run(state: ServiceState, served: _Served, texts: list[str]) -> list:
     task = served.backend.task
     try:
@@ -140,19 +163,56 @@ def _router(state: ServiceState) -> APIRouter:
         if not state.keys.check(presented):
             raise ServiceError(401, "unauthorized", "a valid API key is required", {"WWW-Authenticate": "Bearer"})
 
-    errors = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
+    errors = {code: {"model": ErrorResponse} for code in (401, 404, 413, 422, 429, 503)}
     api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=errors)
 
-    @api.post("/sentiment", response_model=SentimentResponse, summary="Sentiment of one text or many")
-    async def sentiment(body: SentimentRequest) -> SentimentResponse:
+    async def classify(task: str, body: ClassificationRequest) -> tuple[_Served, list, Usage]:
         texts = body.all_texts()
         _check_limits(texts, state.settings)
-        served = state.get("sentiment", body.model)
+        served = state.get(task, body.model)
+        _check_top_k(body.top_k, served)
         results = await _run(state, served, texts)
+        usage = Usage(texts=len(texts), characters=sum(map(len, texts)), chunks=sum(r.chunks for r in results))
+        return served, results, usage
+
+    # response_model_exclude_none: `labels` appears only where a model gives label sets
+    @api.post(
+        "/sentiment",
+        response_model=SentimentResponse,
+        response_model_exclude_none=True,
+        summary="Sentiment of one text or many",
+    )
+    async def sentiment(body: ClassificationRequest) -> SentimentResponse:
+        served, results, usage = await classify("sentiment", body)
         return SentimentResponse(
+            model=served.backend.name, results=[SentimentResult.of(r, top_k=body.top_k) for r in results], usage=usage
+        )
+
+    @api.post(
+        "/intent",
+        response_model=IntentResponse,
+        response_model_exclude_none=True,
+        summary="Intent of one text or many, or out-of-scope",
+    )
+    async def intent(body: ClassificationRequest) -> IntentResponse:
+        served, results, usage = await classify("intent", body)
+        oos = served.backend.oos_label
+        return IntentResponse(
             model=served.backend.name,
-            results=[SentimentResult.of(r) for r in results],
-            usage=Usage(texts=len(texts), characters=sum(map(len, texts)), chunks=sum(r.chunks for r in results)),
+            results=[IntentResult.of(r, top_k=body.top_k, out_of_scope=bool(oos) and r.label == oos) for r in results],
+            usage=usage,
+        )
+
+    @api.post(
+        "/emotion",
+        response_model=EmotionResponse,
+        response_model_exclude_none=True,
+        summary="Emotions of one text or many (multi-label)",
+    )
+    async def emotion(body: ClassificationRequest) -> EmotionResponse:
+        served, results, usage = await classify("emotion", body)
+        return EmotionResponse(
+            model=served.backend.name, results=[EmotionResult.of(r, top_k=body.top_k) for r in results], usage=usage
         )
 
     @api.post("/embeddings", response_model=EmbeddingResponse, summary="Sentence embeddings (L2-normalised)")
@@ -178,6 +238,7 @@ def _router(state: ServiceState) -> APIRouter:
                     id=s.backend.name,
                     task=task,
                     labels=list(s.backend.labels),
+                    oos_label=getattr(s.backend, "oos_label", "") or None,  # classifier backends have one
                     dimensions=s.backend.dimensions,
                     ready=state.ready,
                 )
@@ -220,7 +281,7 @@ def create_app(
 
     app = FastAPI(
         title="megasense",
-        summary="Sentiment and sentence embeddings from Megatron-style models",
+        summary="Sentiment, intents, emotions and sentence embeddings from Megatron-style models",
         version=_version(),
         lifespan=lifespan,
     )

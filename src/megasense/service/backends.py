@@ -1,9 +1,10 @@
 """What the service runs: a backend maps a list of texts to one result per text, synchronously.
 
 The service never looks inside a model; it only batches texts for a backend's ``run``. Building a
-backend from a model name is the library's job (``megasense.predictors``); a sentiment backend returns
-the library's own ``SentimentResult`` per text, so the HTTP JSON carries the same fields as the Python
-API and the CLI's columns.
+backend from a model name is the library's job (``megasense.predictors``); a classifier backend
+(sentiment, intent, emotion) returns the library's own ``SentimentResult`` per text, so the HTTP JSON
+carries the same fields as the Python API and the CLI's columns. Here the service only checks that a
+model fits the endpoint it is named for, at start-up, naming the setting.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from megasense.errors import ConfigError, MegasenseInputError
 from megasense.predictors.results import SentimentResult
-from megasense.service.settings import ServiceSettings
+from megasense.service.settings import TASK_SETTINGS, ServiceSettings
 
 
 @dataclass
@@ -25,7 +27,7 @@ class EmbeddingOutcome:
 class Backend(Protocol):
     name: str
     task: str
-    """``sentiment`` or ``embedding``: the endpoint that serves it."""
+    """``sentiment``, ``intent``, ``emotion`` or ``embedding``: the endpoint that serves it (``/v1/<task>``)."""
     labels: tuple[str, ...]
     dimensions: int | None
 
@@ -52,32 +54,70 @@ def load_backends(settings: ServiceSettings) -> list[Backend]:
     from megasense.predictors.embedding import SentenceEmbedder
     from megasense.zoo.load import load_model
 
-    backends: list[Backend] = []
-    if settings.model:
-        backends.append(sentiment_backend(settings.model, settings))
+    backends: list[Backend] = [
+        classifier_backend(task, name, settings) for task, name in settings.classifier_models().items()
+    ]
     if settings.embedding_model:
         embedder = SentenceEmbedder(load_model(settings.embedding_model, device=settings.device))
         backends.append(EmbeddingBackend(settings.embedding_model, embedder))
     return backends
 
 
-class SentimentBackend:
-    task = "sentiment"
+class ClassifierBackend:
+    """A text classifier behind ``/v1/<task>``: sentiment, intent or emotion."""
+
     dimensions = None
 
-    def __init__(self, name: str, predictor) -> None:
+    def __init__(self, name: str, predictor, task: str = "sentiment") -> None:
         self.name = name
+        self.task = task
         self.predictor = predictor
         self.labels = tuple(predictor.labels)
+        self.multi_label: bool = predictor.multi_label
+        self.oos_label: str = predictor.oos_label
+        """The label that means out-of-scope ('' when the model has none)."""
 
     def run(self, texts: list[str]) -> list[SentimentResult]:
         return list(self.predictor.predict(texts))
 
 
-def sentiment_backend(name: str, settings: ServiceSettings) -> Backend:
+SentimentBackend = ClassifierBackend
+"""The name from when sentiment was the only classifier."""
+
+MULTI_LABEL = {"intent": False, "emotion": True}
+"""What each endpoint needs: one intent per text, every emotion of a text (sentiment takes either)."""
+
+
+def classifier_backend(task: str, name: str, settings: ServiceSettings) -> Backend:
+    """The model ``name`` loaded for ``/v1/<task>``; a ``ConfigError`` naming the setting if it cannot serve it."""
     from megasense.predictors.sentiment import SentimentRouter, load_predictor
 
-    predictor = load_predictor(name, device=settings.device, precision=settings.precision)
+    setting = TASK_SETTINGS[task]
+    try:
+        predictor = load_predictor(name, device=settings.device, precision=settings.precision)
+    except MegasenseInputError as exc:
+        raise ConfigError(f"{setting}={name!r}: {exc}") from exc
+    if task in MULTI_LABEL and predictor.multi_label != MULTI_LABEL[task]:
+        raise ConfigError(_wrong_kind(task, setting, name, predictor))
     if isinstance(predictor, SentimentRouter):
         predictor.multilingual  # noqa: B018 -- load both models at start-up, not on the first Chinese text
-    return SentimentBackend(name, predictor)
+    return ClassifierBackend(name, predictor, task)
+
+
+def sentiment_backend(name: str, settings: ServiceSettings) -> Backend:
+    return classifier_backend("sentiment", name, settings)
+
+
+def _wrong_kind(task: str, setting: str, name: str, predictor) -> str:
+    labels = list(predictor.labels)
+    shown = ", ".join(labels[:6]) + (f", ... ({len(labels)} labels)" if len(labels) > 6 else "")
+    if predictor.multi_label:
+        return (
+            f"{setting}={name!r} is a multi-label classifier (labels {shown}); /v1/{task} answers one label per "
+            "text and needs a single-label classifier such as intent-en (a multi-label model belongs in emotion_model)"
+        )
+    return (
+        f"{setting}={name!r} is a single-label classifier (labels {shown}); /v1/{task} answers every label a "
+        "text shows and needs a multi-label classifier such as emotion-en (trained with `megasense train "
+        "--multi-label`)"
+    )

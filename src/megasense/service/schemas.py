@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 
-class SentimentRequest(BaseModel):
+class ClassificationRequest(BaseModel):
+    """The body of /v1/sentiment, /v1/intent and /v1/emotion."""
+
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[StrictStr] | None = Field(None, description="Texts to score (or use `text` for one).")
-    text: StrictStr | None = Field(None, description="A single text to score.")
+    texts: list[StrictStr] | None = Field(None, description="Texts to classify (or use `text` for one).")
+    text: StrictStr | None = Field(None, description="A single text to classify.")
     model: StrictStr | None = Field(None, description="Model name; omit for the service's model.")
+    top_k: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="Return only the k most probable labels in `probs` (most probable first), 1 to the model's "
+        "number of labels (see GET /v1/models); omit for every label, in the model's order.",
+    )
 
     @model_validator(mode="after")
-    def _one_of(self) -> SentimentRequest:
+    def _one_of(self) -> ClassificationRequest:
         if (self.texts is None) == (self.text is None):
             raise ValueError("give exactly one of 'texts' (a list of strings) or 'text' (a string)")
         if self.texts is not None and not self.texts:
@@ -26,23 +34,61 @@ class SentimentRequest(BaseModel):
         return list(self.texts) if self.texts is not None else [self.text]
 
 
-class SentimentResult(BaseModel):
+SentimentRequest = ClassificationRequest
+"""The request's name from when sentiment was the only classifier."""
+
+
+class ClassificationResult(BaseModel):
     """One text's answer: the fields of ``megasense.predictors.results.SentimentResult``."""
 
-    label: str = Field(description="The most probable label.")
-    score: float = Field(description="Probability of the label.")
-    probs: dict[str, float] = Field(description="Probability of every label.")
+    label: str = Field(
+        description="The most probable label (multi-label models: every predicted label, comma-separated)."
+    )
+    score: float = Field(description="Probability of the label (multi-label models: of the most probable one).")
+    probs: dict[str, float] = Field(
+        description="Probability of every label in the model's order, or with `top_k` of the k most probable, "
+        "most probable first. Multi-label models give each label its own independent probability."
+    )
     chunks: int = Field(1, description="Model windows the text was read in (more than 1: a long text).")
+    labels: list[str] | None = Field(
+        None, description="Multi-label models only: every predicted label, most probable first."
+    )
+
+    @classmethod
+    def of(cls, result, *, top_k: int | None = None, **extra) -> Self:
+        """The HTTP body of a ``SentimentResult``, with ``probs`` cut to the ``top_k`` most probable labels."""
+        probs = _top(result.probs, top_k)
+        labels = None if result.labels is None else list(result.labels)
+        return cls(label=result.label, score=result.score, probs=probs, chunks=result.chunks, labels=labels, **extra)
+
+
+def _top(probs: dict[str, float], k: int | None) -> dict[str, float]:
+    if k is None:
+        return dict(probs)
+    return dict(sorted(probs.items(), key=lambda item: -item[1])[:k])  # sorted is stable: ties keep model order
+
+
+class SentimentResult(ClassificationResult):
     scores: dict[str, float] = Field(
         description="The same as `probs` (its name before 0.2); will be removed.",
         json_schema_extra={"deprecated": True},
     )
 
     @classmethod
-    def of(cls, result) -> SentimentResult:
-        return cls(
-            label=result.label, score=result.score, probs=result.probs, chunks=result.chunks, scores=result.probs
-        )
+    def of(cls, result, *, top_k: int | None = None, **extra) -> SentimentResult:
+        return super().of(result, top_k=top_k, scores=_top(result.probs, top_k), **extra)
+
+
+class IntentResult(ClassificationResult):
+    out_of_scope: bool = Field(
+        description="True when `label` is the model's out-of-scope label (`oos` for intent-en, listed as "
+        "`oos_label` by GET /v1/models): the text asks for none of the model's intents. Always false for a model "
+        "without an out-of-scope label."
+    )
+
+
+class EmotionResult(ClassificationResult):
+    labels: list[str] = Field(description="Every predicted emotion, most probable first (at least one).")
 
 
 class Usage(BaseModel):
@@ -54,6 +100,18 @@ class Usage(BaseModel):
 class SentimentResponse(BaseModel):
     model: str
     results: list[SentimentResult]
+    usage: Usage
+
+
+class IntentResponse(BaseModel):
+    model: str
+    results: list[IntentResult]
+    usage: Usage
+
+
+class EmotionResponse(BaseModel):
+    model: str
+    results: list[EmotionResult]
     usage: Usage
 
 
@@ -94,6 +152,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     task: str
     labels: list[str] = []
+    oos_label: str | None = Field(None, description="The label that means out-of-scope (intent models that have one).")
     dimensions: int | None = None
     ready: bool
 

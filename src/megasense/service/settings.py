@@ -11,6 +11,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from megasense.errors import ConfigError
 
+CLASSIFIER_TASKS = ("sentiment", "intent", "emotion")
+"""Tasks served by a text classifier, each at ``POST /v1/<task>``."""
+
+TASK_SETTINGS = {
+    "sentiment": "model",
+    "intent": "intent_model",
+    "emotion": "emotion_model",
+    "embedding": "embedding_model",
+}
+"""The setting that names each task's model (the flag is the same with dashes: ``--intent-model``)."""
+
 
 class ServiceSettings(BaseSettings):
     """Everything an operator can set; each field is also ``MEGASENSE_<FIELD>`` in the environment."""
@@ -24,6 +35,10 @@ class ServiceSettings(BaseSettings):
     """Sentiment model: ``default``, ``sentiment-en``, ``sentiment-multilingual`` or a model directory."""
     embedding_model: str | None = "all-minilm-l6-v2"
     """Model behind /v1/embeddings; empty to disable the endpoint."""
+    intent_model: str | None = None
+    """Model behind /v1/intent: ``intent-en`` or a single-label classifier's directory; unset or empty: not served."""
+    emotion_model: str | None = None
+    """Model behind /v1/emotion: ``emotion-en`` or a multi-label classifier's directory; unset or empty: not served."""
     max_batch_size: int = Field(64, ge=1)
     """Most texts merged into one model call."""
     max_wait_ms: float = Field(5.0, ge=0)
@@ -45,8 +60,16 @@ class ServiceSettings(BaseSettings):
     device: str = "cpu"
     """Device the models run on (``cpu``, ``cuda``, ``cuda:1``)."""
     precision: Literal["auto", "fp32", "bf16", "int8", "onnx", "onnx-int8"] = "auto"
-    """Sentiment precision, as ``megasense predict --precision``: auto, fp32, bf16, int8, onnx, onnx-int8."""
+    """Precision of the classifiers (sentiment, intent, emotion), as ``megasense predict --precision``: auto, fp32,
+    bf16, int8, onnx, onnx-int8."""
     log_level: str = "info"
+
+    @field_validator("intent_model", "emotion_model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None  # MEGASENSE_INTENT_MODEL= or --intent-model '' turns off what a settings file enabled
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -61,7 +84,14 @@ class ServiceSettings(BaseSettings):
             raise ValueError("cors_origins: '*' is refused; list the origins that may call the service")
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ValueError(f"api_keys_file: {self.api_keys_file} does not exist")
+        for task in ("intent", "emotion"):
+            _check_classifier_name(task, getattr(self, TASK_SETTINGS[task]))
         return self
+
+    def classifier_models(self) -> dict[str, str]:
+        """The classifiers to serve: task (sentiment, intent, emotion) -> model name; unset ones left out."""
+        names = {task: getattr(self, TASK_SETTINGS[task]) for task in CLASSIFIER_TASKS}
+        return {task: name for task, name in names.items() if name}
 
     @classmethod
     def settings_customise_sources(
@@ -77,6 +107,30 @@ class ServiceSettings(BaseSettings):
         if toml_file:
             sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
         return sources
+
+
+def _check_classifier_name(task: str, name: str | None) -> None:
+    """Refuse a shipped model of another task (``intent_model='sentiment-en'``) before anything is loaded.
+
+    Whether a model directory fits its task (single- or multi-label) is checked when it is loaded."""
+    if name is None:
+        return
+    from megasense.zoo.shipped import ROUTER, SHIPPED_MODELS, find_shipped_model
+
+    setting = TASK_SETTINGS[task]
+    fitting = ", ".join(m.name for m in SHIPPED_MODELS if m.task == task) or "none shipped"
+    a = "an" if task[0] in "aeiou" else "a"
+    if name == ROUTER:
+        raise ValueError(
+            f"{setting}={name!r} is the sentiment routing rule, not {a} {task} model; "
+            f"name {a} {task} model ({fitting}) or a model directory"
+        )
+    shipped = find_shipped_model(name)
+    if shipped is not None and shipped.task != task:
+        raise ValueError(
+            f"{setting}={name!r} is the shipped {shipped.task} model, not {a} {task} model; "
+            f"name {a} {task} model ({fitting}) or a model directory"
+        )
 
 
 def load_settings(toml_file: str | Path | None = None, **flags: Any) -> ServiceSettings:
