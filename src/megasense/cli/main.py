@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "sentiment:evaluate",
     "train": "sentiment:train",
     "embed": "embed:embed",
+    "segment": "segment:segment",
     "analyze": "analyze:analyze",
     "dashboard": "dashboard:dashboard",
     "generate": "generate:generate",
