@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from _sentiment_fixtures import (
@@ -31,7 +32,7 @@ from megasense.predictors.calibration import calibrate_oos_threshold, tune_label
 from megasense.predictors.labels import SENTIMENT_LABELS, infer_labels, read_gold
 from megasense.predictors.metrics import multilabel_report, out_of_scope_report
 from megasense.predictors.results import MAX_PROB_COLUMNS, SentimentBatch
-from megasense.predictors.windows import SentimentTask
+from megasense.predictors.windows import SentimentTask, WindowPlan
 
 INTENT_WORDS = {"praise": POSITIVE, "complain": NEGATIVE, "schedule": NEUTRAL}
 
@@ -95,7 +96,7 @@ def test_intent_training_learns_labels_from_the_data_and_calibrates_out_of_scope
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     head = config["head"]
     assert head["labels"] == ["complain", "oos", "praise", "schedule"]  # the column's values, sorted
-    assert head["oos_label"] == "oos" and 0.0 <= head["oos_threshold"] < 1.0
+    assert head["oos_label"] == "oos" and isinstance(head["oos_threshold"], float)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "in_scope_accuracy" in card and "oos_recall" in card and "Out-of-scope answer" in card
 
@@ -173,13 +174,15 @@ def test_labels_are_inferred_and_gold_is_checked_against_the_model():
         read_gold([None, "alarm"], ("alarm", "timer"))
 
 
-def test_oos_threshold_calibration_balances_in_scope_accuracy_and_oos_recall():
-    # labels: a, b, oos (index 2). In-scope texts are confident, out-of-scope ones are spread thin.
-    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.85, 0.05], [0.45, 0.35, 0.2], [0.4, 0.3, 0.3], [0.05, 0.05, 0.9]])
-    gold = [0, 1, 2, 2, 2]
-    threshold, measured = calibrate_oos_threshold(probs, gold, 2)
-    assert 0.45 < threshold <= 0.85 and measured == {"in_scope_accuracy": 1.0, "oos_recall": 1.0}
-    assert calibrate_oos_threshold(probs, [0, 1, 0, 1, 0], 2)[0] == 0.0  # no out-of-scope example: no threshold
+def test_oos_threshold_refuses_the_budgeted_share_of_in_scope_texts():
+    # labels: a, b, oos (index 2); in-scope scores of 100 in-scope texts are 1..100, out-of-scope ones low.
+    in_scope = np.concatenate([np.arange(1.0, 101.0), [0.5, 2.5]])
+    probs = np.tile([0.8, 0.1, 0.1], (102, 1))
+    gold = [0] * 100 + [2, 2]
+    threshold, measured = calibrate_oos_threshold(in_scope, probs, gold, 2, budget=0.02)
+    assert 2.5 < threshold < 3.5  # the 2% quantile of the in-scope scores
+    assert measured["in_scope_accuracy"] == pytest.approx(0.98) and measured["oos_recall"] == 1.0
+    assert calibrate_oos_threshold(in_scope[:2], probs[:2], [2, 2], 2) == (None, {})  # no in-scope text
 
 
 def test_label_thresholds_maximise_each_labels_f1():
@@ -191,11 +194,13 @@ def test_label_thresholds_maximise_each_labels_f1():
 
 
 def test_task_answers_out_of_scope_below_the_threshold(tmp_path):
-    task = SentimentTask(tiny_tokenizer(tmp_path), ("a", "b", "oos"), oos_label="oos", oos_threshold=0.5)
-    probs = np.array([[0.8, 0.1, 0.1], [0.4, 0.35, 0.25], [0.1, 0.1, 0.8]], dtype=np.float32)
-    batch = task.decode(probs, [1, 1, 1])
-    assert batch.labels == ["a", "oos", "oos"]
-    assert batch.scores[1] == pytest.approx(0.25)  # the out-of-scope label's own probability
+    task = SentimentTask(tiny_tokenizer(tmp_path), ("a", "b", "oos"), oos_label="oos", oos_threshold=1.0)
+    logits = torch.tensor([[3.0, 0.0, 0.0], [-1.0, -1.5, 0.0], [0.0, 0.0, 4.0]])
+    plan = WindowPlan(sequences=[[0]] * 3, owner=[0, 1, 2], weight=[1, 1, 1], windows=[1, 1, 1])
+    batch = task.aggregate(logits, plan)
+    assert batch.in_scope_scores == pytest.approx(torch.logsumexp(logits[:, :2], -1).numpy())
+    assert batch.labels == ["a", "oos", "oos"]  # the second by its low in-scope score, the third by its logit
+    assert batch.scores[1] == pytest.approx(batch.probs[1, 2])  # the out-of-scope label's own probability
     multi = SentimentTask(tiny_tokenizer(tmp_path), ("x", "y", "z"), multi_label=True, thresholds=(0.5, 0.3, 0.9))
     sets = multi.decode(np.array([[0.6, 0.4, 0.8], [0.1, 0.2, 0.3]], dtype=np.float32), [1, 1]).label_sets
     assert sets == [("x", "y"), ("z",)]  # above their thresholds, most probable first; else the top one

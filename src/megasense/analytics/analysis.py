@@ -59,6 +59,8 @@ class AnalyzeOptions:
     chunk_size: int = 8192
     """Rows read (and held) at a time; the input is streamed chunk by chunk."""
     seed: int = 0
+    encoding: str | None = None
+    """The input's text encoding (``gbk``); None: UTF-8, or what a byte-order mark says."""
 
     def __post_init__(self) -> None:
         if self.lang not in LANGS:
@@ -294,7 +296,7 @@ def _language(opts: AnalyzeOptions, embedder: Embedder | None, source: Path) -> 
     """The language that picks the embedding model: as given, or from an evenly spread sample of the texts."""
     if opts.lang != "auto":
         return opts.lang
-    return detect_language(language_sample(source, opts.text_col, opts.chunk_size))
+    return detect_language(language_sample(source, opts.text_col, opts.chunk_size, opts.encoding))
 
 
 def _light(got, times, topics: np.ndarray, X, batch_no: int, first_id: int, opts: AnalyzeOptions) -> pd.DataFrame:

@@ -5,10 +5,16 @@ parameterised SQL query per panel on a read-only DuckDB connection -> JSON. The 
 and JavaScript, plotly served from the installed package: no CDN) redraws its charts and the
 document table from ``/api/query`` whenever a filter changes. User text reaches the page only as
 JSON and is inserted with ``textContent``, never as HTML.
+
+Every query parameter is checked before it reaches DuckDB (a date that does not exist, an offset past any
+table: 422, never a 500). Served on a specific interface (the loopback default), the app answers only
+requests whose Host header names that interface or a loopback name, so a web page cannot reach it by
+DNS rebinding (a name of the attacker's that resolves to 127.0.0.1).
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +24,10 @@ from megasense.analytics import store
 from megasense.errors import MegasenseInputError
 
 MAX_ROWS = 500
+MAX_OFFSET = 1_000_000_000
+"""Largest ``offset`` (and topic number) a query takes; DuckDB's integers would overflow far above."""
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
+WILDCARD_BINDS = ("", "0.0.0.0", "::", "[::]")
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,32 @@ def _iso(value) -> str | None:
     return None if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def checked_day(value: str | None, name: str) -> str | None:
+    """``value`` if it is a calendar day (YYYY-MM-DD that exists); raises ValueError naming the parameter."""
+    if value is None:
+        return None
+    try:
+        return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a day of the calendar; give YYYY-MM-DD, e.g. 2026-02-28") from None
+
+
+def allowed_hosts(bind: str | None) -> frozenset[str] | None:
+    """Host names (without port) the app answers when bound to ``bind``; None: any (no bind given, or all
+    interfaces, whose names cannot be known)."""
+    if bind is None or bind.strip().lower() in WILDCARD_BINDS:
+        return None
+    return frozenset({*LOOPBACK_NAMES, bind.strip().lower(), f"[{bind.strip().lower()}]"})
+
+
+def host_name(header: str) -> str:
+    """The name part of a Host header: ``[::1]:8000`` -> ``[::1]``, ``localhost:8000`` -> ``localhost``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[: header.find("]") + 1] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 @functools.cache
 def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
@@ -143,13 +179,27 @@ def _plotly_js() -> str:
     return get_plotlyjs()
 
 
-def create_dashboard_app(directory: str | Path):
-    """The FastAPI app: ``/`` (the page), ``/plotly.min.js``, ``/api/meta``, ``/api/query``, ``/health``."""
-    from fastapi import FastAPI, Query
-    from fastapi.responses import HTMLResponse, Response
+def create_dashboard_app(directory: str | Path, *, host: str | None = None):
+    """The FastAPI app: ``/`` (the page), ``/plotly.min.js``, ``/api/meta``, ``/api/query``, ``/health``.
+
+    ``host``: the interface it will be served on; then requests whose Host header names neither it nor a
+    loopback name get 400 (DNS rebinding). None (or all interfaces): any Host."""
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     data = DashboardData(directory)
     app = FastAPI(title="megasense dashboard", docs_url=None, redoc_url=None)
+    hosts = allowed_hosts(host)
+
+    if hosts is not None:
+
+        @app.middleware("http")
+        async def check_host(request: Request, call_next):
+            name = host_name(request.headers.get("host", ""))
+            if name not in hosts:
+                detail = f"Host {name!r} is not served here; open the dashboard at http://{host}:PORT or localhost"
+                return JSONResponse({"detail": detail}, status_code=400)
+            return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -171,13 +221,17 @@ def create_dashboard_app(directory: str | Path):
     def query(
         start: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$"),
         end: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$"),
-        topic: int | None = None,
+        topic: int | None = Query(None, ge=-1, le=MAX_OFFSET),
         sentiment: str | None = Query(None, pattern="^(positive|neutral|negative)$"),
         group: str | None = None,
         q: str | None = Query(None, max_length=200),
         limit: int = Query(50, ge=1, le=MAX_ROWS),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> dict[str, Any]:
+        try:
+            start, end = checked_day(start, "start"), checked_day(end, "end")
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         filters = Filters(start=start, end=end, topic=topic, sentiment=sentiment, group=group, q=q or None)
         return data.query(filters, limit=limit, offset=offset)
 

@@ -114,15 +114,15 @@ def check_columns(frame: pd.DataFrame, source: Path, text_col: str, time_col: st
 
 def first_chunk(source: Path, opts: Any) -> pd.DataFrame:
     """The first rows, to check the columns before any model loads."""
-    for chunk in read_chunks(source, chunk_rows=64):
+    for chunk in read_chunks(source, chunk_rows=64, encoding=opts.encoding):
         check_columns(chunk.frame, source, opts.text_col, opts.time_col, opts.group_col)
         return chunk.frame
     raise TableError(f"{source}: the file has a header but no rows")
 
 
-def language_sample(source: Path, text_col: str, chunk_rows: int) -> list[str]:
+def language_sample(source: Path, text_col: str, chunk_rows: int, encoding: str | None = None) -> list[str]:
     sample = LanguageSample()
-    for chunk in read_chunks(source, chunk_rows=chunk_rows):
+    for chunk in read_chunks(source, chunk_rows=chunk_rows, encoding=encoding):
         sample.add(texts_of(chunk.frame[text_col]))
     return sample.texts
 
@@ -191,7 +191,7 @@ def ingest(
     dedup, sink = Deduper(), _Sink(work / EMBEDDINGS, embedder, scorer, opts.batch_size)
     ids, rows, times, groups, first_doc = [], [], [], [], Growing(np.int64)
     next_id, empty = first_id, 0
-    chunks = read_chunks(source, chunk_rows=opts.chunk_size)
+    chunks = read_chunks(source, chunk_rows=opts.chunk_size, encoding=opts.encoding)
     with (
         progress("reading", None) as read,
         progress("sentiment", None) as scored,

@@ -83,9 +83,10 @@ def write_tables(directory: Path, tables: dict[str, pd.DataFrame]) -> None:
         for name, frame in tables.items():
             frame = storable(frame)
             con.register("frame_view", frame)
-            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM frame_view')
+            con.execute(f"CREATE TABLE {quote(name)} AS SELECT * FROM frame_view")
             con.unregister("frame_view")
-            con.execute(f"COPY \"{name}\" TO '{directory / PARQUET / (name + '.parquet')}' (FORMAT parquet)")
+            # COPY takes no bound parameters: the path goes in as a quoted literal (an --out "ana'q" is fine)
+            con.execute(f"COPY {quote(name)} TO {literal(directory / PARQUET / (name + '.parquet'))} (FORMAT parquet)")
 
 
 def storable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -155,13 +156,14 @@ def write_documents(con, directory: Path, results: pd.DataFrame, input_table: st
 
 
 def literal(path: Path) -> str:
+    """``path`` as a SQL string literal, for the statements that take no bound parameters (COPY, ATTACH)."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
 def read_table(directory: Path, name: str) -> pd.DataFrame:
     duckdb = _duckdb()
     with duckdb.connect(str(directory / DATABASE), read_only=True) as con:
-        return con.execute(f'SELECT * FROM "{name}"').df()
+        return con.execute(f"SELECT * FROM {quote(name)}").df()
 
 
 def write_summary(directory: Path, summary: dict[str, Any]) -> None:

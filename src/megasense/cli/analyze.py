@@ -38,6 +38,10 @@ def analyze(
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     chunk_size: Annotated[int, typer.Option(help="Rows read and held at a time (memory is bounded by it).")] = 8192,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The file's text encoding, e.g. gbk [default: UTF-8, or what a byte-order mark says]."),
+    ] = None,
 ) -> None:
     """Find topics, score sentiment and count both over time and per group; write SQL tables and a report.
 
@@ -79,6 +83,7 @@ def analyze(
                 strict=strict,
                 report=report,
                 chunk_size=chunk_size,
+                encoding=encoding,
             )
         except ModuleNotFoundError as exc:  # an optional dependency that raised no MissingExtraError of its own
             if (exc.name or "megasense").split(".")[0] == "megasense":

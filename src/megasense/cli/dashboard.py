@@ -37,6 +37,6 @@ def dashboard(
                 f"megasense dashboard needs the 'serve' and 'analytics' extras ({exc.name} is not installed): "
                 "pip install 'megasense[serve,analytics]'"
             ) from None
-        app = create_dashboard_app(directory)
+        app = create_dashboard_app(directory, host=host)  # answers Host: <host> or a loopback name only
         console.print(f"dashboard for {directory} at http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -29,6 +29,10 @@ def embed(
     text_col: Annotated[str, typer.Option(help="Column that holds the text (files only).")] = "text",
     max_length: Annotated[int, typer.Option(help="Truncate texts to this many tokens.")] = 256,
     progress: Annotated[bool, typer.Option(help="Show a progress bar for files.")] = True,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The file's text encoding, e.g. gbk [default: UTF-8, or what a byte-order mark says]."),
+    ] = None,
 ) -> None:
     """Turn texts into L2-normalised sentence embeddings (mean pooling over an encoder).
 
@@ -50,7 +54,7 @@ def embed(
         embedder = SentenceEmbedder(load_model(model), max_length=max_length)
         if input is not None:
             with progress_bar("embedding", None, enabled=progress) as advance:  # total estimated as the file is read
-                n = embed_file(embedder, input, output, text_col=text_col, progress=advance)
+                n = embed_file(embedder, input, output, text_col=text_col, progress=advance, encoding=encoding)
             console.print(f"wrote {n:,} embeddings of dimension {embedder.dim} to {output}")
             return
         vectors = embedder.embed(texts)

@@ -11,6 +11,8 @@ import importlib
 import sys
 
 import typer
+from rich.markup import escape
+from typer.core import TyperCommand
 
 from megasense.cli.command_line import RecordingGroup
 from megasense.cli.errors import user_errors
@@ -53,13 +55,25 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class LiteralHelpCommand(TyperCommand):
+    """A command whose help prints as written: rich markup would take ``[default: 8000]`` or
+    ``megasense[onnx]`` in a help text for a tag and drop it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = escape(self.help) if self.help else self.help
+        for param in self.params:
+            if getattr(param, "help", None):
+                param.help = escape(param.help)
+
+
 def _register() -> None:
     for name, target in COMMANDS.items():
         module_name, func_name = target.split(":")
         module = importlib.import_module(f"megasense.cli.{module_name}")
         # every command ends alike: the user's mistakes in one line (exit 2), a bug with its traceback (exit 1),
         # including what a command does outside its own `with user_errors()`
-        app.command(name)(user_errors()(getattr(module, func_name)))
+        app.command(name, cls=LiteralHelpCommand)(user_errors()(getattr(module, func_name)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from megasense.config.model import ConfigError
@@ -40,6 +41,9 @@ class GenerationConfig:
     """Seed for sampling; None draws from torch's global generator."""
 
     def __post_init__(self) -> None:
+        for key in ("temperature", "top_p", "repetition_penalty", "length_penalty"):
+            if not math.isfinite(getattr(self, key)):  # NaN passes every comparison below
+                raise ConfigError(f"{key}={getattr(self, key)} must be a finite number")
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be at least 1")
         if self.temperature <= 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,9 +40,10 @@ class HeadConfig:
     oos_label: str = ""
     """The label that means "none of the others" (out-of-scope intents: ``oos``); empty when there is none."""
 
-    oos_threshold: float = 0.0
-    """With ``oos_label``: a text whose most probable other label scores below this is answered ``oos_label``
-    (calibrated on validation data by training)."""
+    oos_threshold: float | None = None
+    """With ``oos_label``: a text whose in-scope score, the log-sum-exp of the other labels' logits (the
+    energy score of Liu et al. 2020), is below this is answered ``oos_label``; calibrated on validation
+    data by training. None: only the model's own ``oos_label`` logit decides."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -58,8 +60,8 @@ class HeadConfig:
             raise ConfigError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
         if self.oos_label and self.oos_label not in self.labels:
             raise ConfigError(f"oos_label={self.oos_label!r} is not one of the labels {list(self.labels)}")
-        if not 0.0 <= self.oos_threshold < 1.0:
-            raise ConfigError(f"oos_threshold={self.oos_threshold} must be in [0, 1)")
+        if self.oos_threshold is not None and not math.isfinite(self.oos_threshold):
+            raise ConfigError(f"oos_threshold={self.oos_threshold} must be a finite number")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -29,6 +29,7 @@ Like every config here this imports no torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +39,66 @@ Schedule = Literal["cosine", "linear", "constant"]
 SCHEDULES = ("cosine", "linear", "constant")
 Checkpointing = Literal["none", "full", "selective"]
 CHECKPOINTING = ("none", "full", "selective")
+
+FINETUNE_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "macro_recall",
+    "in_scope_accuracy",
+    "oos_recall",
+    "ece",
+    "slot_f1",
+    "slot_precision",
+    "slot_recall",
+    "exact_match",
+)
+"""What a fine-tuning run can ``monitor``: the metrics its validation reports (classification's, slot
+filling's), or ``<set>/<metric>`` of one validation set among several."""
+PER_SET_METRICS = ("macro_recall", "accuracy")
+"""The metrics reported per validation set (``<set>/macro_recall``)."""
+
+
+def check_finite(prefix: str, **values: float | None) -> None:
+    """Refuse NaN and infinities (``lr=inf`` would train to NaN weights): a ConfigError naming the field."""
+    for key, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{prefix}.{key}={value} must be a finite number")
+
+
+def check_finetune_numbers(config: Any) -> None:
+    """Fine-tuning's own numbers, checked when its config is made (``FinetuneConfig.__post_init__``): finite,
+    in range, and a ``monitor`` its validation reports. ``max_length`` against the base model's positions is
+    checked where the base is loaded (``training.finetune.finetune``)."""
+    check_finite("train", dropout=config.dropout, lora_alpha=config.lora_alpha)
+    if config.max_length < MIN_MAX_LENGTH:
+        raise ConfigError(
+            f"train.max_length={config.max_length} must be at least {MIN_MAX_LENGTH} tokens (the special tokens "
+            "alone take 2; 128 is the default)"
+        )
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"train.dropout={config.dropout} must be in [0, 1)")
+    if config.lora_alpha <= 0:
+        raise ConfigError(f"train.lora_alpha={config.lora_alpha} must be positive")
+    check_monitor(config.monitor)
+
+
+MIN_MAX_LENGTH = 16
+"""Shortest ``max_length`` fine-tuning takes."""
+
+
+def check_monitor(monitor: str | None) -> None:
+    """A fine-tuning ``monitor`` its validation reports, checked before any model is loaded."""
+    if monitor is None:
+        return
+    name = monitor.split("/", 1)[1] if "/" in monitor else monitor
+    known = PER_SET_METRICS if "/" in monitor else FINETUNE_METRICS
+    if name not in known:
+        raise ConfigError(
+            f"train.monitor={monitor!r} is not a metric validation reports; choose one of {', '.join(FINETUNE_METRICS)}"
+            " (or <set>/macro_recall, <set>/accuracy with several validation sets)"
+        )
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -112,6 +173,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))  # a list from JSON or TOML reads the same
+        check_finite(
+            "train",
+            lr=self.lr,
+            warmup_ratio=self.warmup_ratio,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            time_budget_s=self.time_budget_s,
+            beta1=self.betas[0] if self.betas else None,
+            beta2=self.betas[1] if len(self.betas) > 1 else None,
+        )
         for key in ("epochs", "grad_accum", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}={getattr(self, key)} must be at least 1")

@@ -14,13 +14,19 @@ the target is untouched. Pick the entry point by how the writer wants its output
 - ``atomic_directory(path)``: a directory of files that must appear together (a model release);
 - ``publish_directory(tmp, path)``: the last step of ``atomic_directory``, for a temporary directory
   whose name several processes agreed on (every rank of a distributed checkpoint writes into it).
+
+A process killed outright (``kill -9``, out of memory) cannot delete its temporary. Each temporary's
+name carries its host and process id (``.out.csv.tmp-<host>-<pid>-<random>``), so the next writer of the
+same target deletes those whose process is gone (on this host; another host's are never touched).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,13 +47,50 @@ def check_output_dir(target: Path, *, overwrite: bool) -> None:
         )
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
+
+
+def _tmp_prefix(target: Path) -> str:
+    """The start of ``target``'s temporaries' names: who made them, so a later run can tell stale ones."""
+    return f".{target.name}.tmp-{_host()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or no way to tell: keep its files
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete the temporaries of ``target`` left by killed processes of this host; returns what went."""
+    prefix = f".{target.name}.tmp-{_host()}-"
+    removed = []
+    with contextlib.suppress(OSError):
+        for path in target.parent.iterdir():
+            pid = path.name[len(prefix) :].split("-", 1)[0] if path.name.startswith(prefix) else ""
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``target``, on error it is deleted."""
     target = Path(target)
     check_output_dir(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), dir=target.parent))
     try:
         yield tmp
         publish_directory(tmp, target)
@@ -81,7 +124,8 @@ class AtomicPath:
     def __init__(self, target: str | Path, *, suffix: str = "") -> None:
         self.target = Path(target)
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.tmp-", suffix=suffix, dir=self.target.parent)
+        remove_stale_temporaries(self.target)
+        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(self.target), suffix=suffix, dir=self.target.parent)
         os.close(fd)
         self.tmp = Path(name)
 

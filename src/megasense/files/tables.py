@@ -3,10 +3,16 @@
 Files are streamed chunk by chunk so a million-row file never sits whole in memory. Errors name the
 file, the row and the column. Output goes to a temporary file beside the target and is renamed into
 place only when complete; the input file is never the output.
+
+Text files are UTF-8 unless they start with a byte-order mark (UTF-8, UTF-16 or UTF-32, either byte
+order), which is honoured, or the caller names another encoding (``--encoding gbk``). A file that holds
+NUL bytes but no mark (UTF-16 saved without one) is refused with a message naming ``--encoding``, never
+read as garbage.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -74,25 +80,77 @@ def check_readable(path: Path) -> None:
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
+# Longest first: UTF-32 LE's mark starts with UTF-16 LE's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
-def _check_utf8(frame: pd.DataFrame, path: Path, first_row: int) -> None:
-    """Text read with ``surrogateescape`` carries lone surrogates where the bytes were not UTF-8."""
+
+def check_encoding(encoding: str | None) -> str | None:
+    """``encoding`` if Python knows it (``gbk``, ``utf-16``, ``latin-1``...); a TableError naming it if not."""
+    if encoding is None:
+        return None
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise TableError(
+            f"unknown encoding {encoding!r} (--encoding); use a name such as utf-8, gbk, gb18030, big5, "
+            "shift_jis, utf-16 or latin-1"
+        ) from None
+
+
+def detect_encoding(head: bytes, path: Path, encoding: str | None = None) -> str:
+    """The encoding to read a text file with, from its first bytes: ``encoding`` if given, else the one its
+    byte-order mark names, else UTF-8. NUL bytes without a mark mean UTF-16/32 saved without one: refused."""
+    if encoding is not None:
+        name = check_encoding(encoding)
+        return "utf-8-sig" if name == "utf-8" else name  # a UTF-8 mark is never part of the first value
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return name
+    if b"\x00" in head:
+        raise TableError(
+            f"{path}: holds NUL bytes, as UTF-16 or UTF-32 text saved without a byte-order mark does; "
+            "give its encoding (--encoding utf-16-le, utf-16-be, ...) or save the file as UTF-8"
+        )
+    return "utf-8"
+
+
+def _bad_bytes(path: Path, where: str, encoding: str) -> TableError:
+    if encoding in ("utf-8", "utf-8-sig"):
+        return TableError(
+            f"{path}: {where}: invalid UTF-8 bytes; save the file as UTF-8, or name its encoding (--encoding gbk)"
+        )
+    return TableError(f"{path}: {where}: bytes that are not valid {encoding}; check --encoding")
+
+
+def _check_utf8(frame: pd.DataFrame, path: Path, first_row: int, encoding: str = "utf-8") -> None:
+    """Text read with ``surrogateescape`` carries lone surrogates where the bytes were not valid ``encoding``."""
     for column in frame.columns:
         for offset, value in enumerate(frame[column].tolist()):
             if isinstance(value, str) and _SURROGATE.search(value):
-                raise TableError(
-                    f"{path}: row {first_row + offset}, column {column!r}: invalid UTF-8 bytes; save the file as UTF-8"
-                )
+                raise _bad_bytes(path, f"row {first_row + offset}, column {column!r}", encoding)
 
 
 class _TextFile:
-    """A UTF-8 text reader (gzip too) that knows how far into the file on disk it has read."""
+    """A text reader (gzip too) in the file's encoding (``detect_encoding``) that knows how far into the
+    file on disk it has read."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, encoding: str | None = None, newline: str = "") -> None:
         self.raw = open(path, "rb")  # noqa: SIM115 -- closed in close()
         self.size = max(1, os.fstat(self.raw.fileno()).st_size)
         binary = gzip.GzipFile(fileobj=self.raw, mode="rb") if path.suffix == ".gz" else self.raw
-        self.text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+        buffered = io.BufferedReader(binary) if not isinstance(binary, io.BufferedReader) else binary
+        try:
+            self.encoding = detect_encoding(buffered.peek(4096)[:4096], path, encoding)
+        except BaseException:
+            self.raw.close()
+            raise
+        self.text = io.TextIOWrapper(buffered, encoding=self.encoding, errors="surrogateescape", newline=newline)
 
     def done(self) -> float:
         return min(1.0, self.raw.tell() / self.size)
@@ -108,10 +166,10 @@ class _TextFile:
         self.close()
 
 
-def _delimited_chunks(path: Path, sep: str, chunk_rows: int) -> Iterator[Chunk]:
+def _delimited_chunks(path: Path, sep: str, chunk_rows: int, encoding: str | None = None) -> Iterator[Chunk]:
     # The standard csv module rather than pandas: it reports exact record numbers and keeps invalid
     # bytes (as surrogates) so the error can name the row instead of failing somewhere in a chunk.
-    with _TextFile(path) as file:
+    with _TextFile(path, encoding) as file:
         reader = csv.reader(file.text, delimiter=sep)
         header = next(reader, None)
         if not header:
@@ -132,27 +190,27 @@ def _delimited_chunks(path: Path, sep: str, chunk_rows: int) -> Iterator[Chunk]:
                     first = row_no
                 rows.append(record)
                 if len(rows) >= chunk_rows:
-                    yield _frame_of(rows, header, path, first, file.done())
+                    yield _frame_of(rows, header, path, first, file.done(), file.encoding)
                     rows = []
         except csv.Error as exc:
             raise TableError(f"{path}: row {row_no}: not valid CSV ({exc})") from None
         if rows:
-            yield _frame_of(rows, header, path, first, 1.0)
+            yield _frame_of(rows, header, path, first, 1.0, file.encoding)
 
 
-def _frame_of(rows: list[list[str]], header: list[str], path: Path, first: int, done: float) -> Chunk:
+def _frame_of(
+    rows: list[list[str]], header: list[str], path: Path, first: int, done: float, encoding: str = "utf-8"
+) -> Chunk:
     for offset, record in enumerate(rows):
         for column, value in zip(header, record):
             if _SURROGATE.search(value):
-                raise TableError(
-                    f"{path}: row {first + offset}, column {column!r}: invalid UTF-8 bytes; save the file as UTF-8"
-                )
+                raise _bad_bytes(path, f"row {first + offset}, column {column!r}", encoding)
     return Chunk(frame=pd.DataFrame(rows, columns=header, dtype=object), first_row=first, done=done)
 
 
-def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+def _jsonl_chunks(path: Path, chunk_rows: int, encoding: str | None = None) -> Iterator[Chunk]:
     records, first, line_no = [], 1, 0
-    with _TextFile(path) as file:
+    with _TextFile(path, encoding) as file:
         for line_no, line in enumerate(file.text, start=1):
             if not line.strip():
                 continue
@@ -167,12 +225,13 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
             records.append(record)
             if len(records) >= chunk_rows:
                 frame = pd.DataFrame.from_records(records)
-                _check_utf8(frame, path, first)
+                _check_utf8(frame, path, first, file.encoding)
                 yield Chunk(frame=frame, first_row=first, done=file.done())
                 records = []
+        encoding = file.encoding
     if records:
         frame = pd.DataFrame.from_records(records)
-        _check_utf8(frame, path, first)
+        _check_utf8(frame, path, first, encoding)
         yield Chunk(frame=frame, first_row=first, done=1.0)
 
 
@@ -188,42 +247,48 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         row += len(frame)
 
 
-def _txt_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+def _txt_chunks(path: Path, chunk_rows: int, encoding: str | None = None) -> Iterator[Chunk]:
     texts, first = [], 1
-    size = max(1, path.stat().st_size)
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise TableError(f"{path}: line {line_no}: invalid UTF-8 bytes; save the file as UTF-8") from None
+    with _TextFile(path, encoding, newline="\n") as file:  # one text per "\n"-ended line, as before
+        for line_no, line in enumerate(file.text, start=1):
+            text = line.rstrip("\r\n")
+            if line_no == 1:
+                text = text.lstrip("\ufeff")  # a mark the named encoding does not consume (utf-16-le, say)
+            if _SURROGATE.search(text):
+                raise _bad_bytes(path, f"line {line_no}", file.encoding)
             if not texts:
                 first = line_no
             texts.append(text)
             if len(texts) >= chunk_rows:
-                yield Chunk(frame=pd.DataFrame({"text": texts}), first_row=first, done=min(1.0, handle.tell() / size))
+                yield Chunk(frame=pd.DataFrame({"text": texts}), first_row=first, done=file.done())
                 texts = []
     if texts:
         yield Chunk(frame=pd.DataFrame({"text": texts}), first_row=first, done=1.0)
 
 
-def read_chunks(path: str | Path, *, fmt: str | None = None, chunk_rows: int = 8192) -> Iterator[Chunk]:
-    """Stream a table in chunks of at most ``chunk_rows`` records."""
+def read_chunks(
+    path: str | Path, *, fmt: str | None = None, chunk_rows: int = 8192, encoding: str | None = None
+) -> Iterator[Chunk]:
+    """Stream a table in chunks of at most ``chunk_rows`` records.
+
+    ``encoding`` (text formats): the file's encoding, e.g. ``gbk``; None reads UTF-8, or the encoding a
+    byte-order mark names."""
     path = Path(path)
     check_readable(path)
     kind = table_format(path, fmt)
+    check_encoding(encoding)  # an unknown name fails here, before anything is read
     if kind in ("csv", "tsv"):
-        return _delimited_chunks(path, "," if kind == "csv" else "\t", chunk_rows)
+        return _delimited_chunks(path, "," if kind == "csv" else "\t", chunk_rows, encoding)
     if kind == "jsonl":
-        return _jsonl_chunks(path, chunk_rows)
+        return _jsonl_chunks(path, chunk_rows, encoding)
     if kind == "parquet":
         return _parquet_chunks(path, chunk_rows)
-    return _txt_chunks(path, chunk_rows)
+    return _txt_chunks(path, chunk_rows, encoding)
 
 
-def read_table(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, *, fmt: str | None = None, encoding: str | None = None) -> pd.DataFrame:
     """A whole (small) table; prefer ``read_chunks`` for files of unknown size."""
-    chunks = [c.frame for c in read_chunks(path, fmt=fmt)]
+    chunks = [c.frame for c in read_chunks(path, fmt=fmt, encoding=encoding)]
     if not chunks:
         raise TableError(f"{path}: the file has a header but no rows")
     return pd.concat(chunks, ignore_index=True)

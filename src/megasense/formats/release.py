@@ -85,6 +85,16 @@ def save_release(
     return directory
 
 
+def require_finite(state_dict: dict[str, torch.Tensor], target: Path, hint: str) -> dict[str, torch.Tensor]:
+    """``state_dict`` if every floating tensor is finite; else a CheckpointError naming the tensors and ``hint``
+    (weights with NaN or infinities answer NaN for every text, so they are never saved)."""
+    bad = [name for name, t in state_dict.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(target, f"not saved: the weights hold NaN or infinite values ({shown}); {hint}")
+    return state_dict
+
+
 def read_tagged_json(directory: Path, name: str, fmt: str, holds: str) -> dict[str, Any]:
     """The JSON object in ``directory/name`` whose ``format`` field must be ``fmt``; errors name the file."""
     path = directory / name

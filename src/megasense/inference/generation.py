@@ -7,6 +7,7 @@ and beam search share the same model calls; streaming yields each step's tokens 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -130,10 +131,36 @@ class GenerationEngine:
         ]
 
     # ------------------------------------------------------------------------------------------
+    def beam_bytes(self, beams: int, prompt_tokens: int, max_new: int) -> int:
+        """About the memory a beam search of ``beams`` takes at its peak: the KV cache (twice: reordering the
+        beams copies it) and the prefill's logits over every prompt position, per beam."""
+        cfg = self.model.config
+        dtype_bytes = next(self.model.parameters()).element_size()
+        cache = 2 * cfg.num_layers * cfg.query_groups * (prompt_tokens + max_new) * cfg.head_dim * dtype_bytes
+        logits = (prompt_tokens + 3) * cfg.padded_vocab_size * 4
+        return beams * (2 * cache + logits)
+
+    def check_beam_memory(self, beams: int, prompt_tokens: int, max_new: int) -> None:
+        """Refuse a beam search that would not fit in the memory free on the model's device, naming the widest
+        that would (``--beams 100000`` asks for tens of GB)."""
+        free = _free_bytes(self.device)
+        if free is None:
+            return
+        need = self.beam_bytes(beams, prompt_tokens, max_new)
+        budget = int(0.8 * free)
+        if need > budget:
+            fits = max(1, budget // max(1, self.beam_bytes(1, prompt_tokens, max_new)))
+            raise ConfigError(
+                f"num_beams={beams} needs about {need / 2**30:.1f} GiB for the search ({prompt_tokens} prompt + "
+                f"{max_new} new tokens) but {free / 2**30:.1f} GiB are free on {self.device}; use at most "
+                f"{fits} beams, or fewer new tokens"
+            )
+
     @torch.inference_mode()
     def beam_search(self, prompt: Sequence[int], config: GenerationConfig) -> Generation:
         """Standard beam search with length normalisation (as transformers' ``num_beams``)."""
         K = config.num_beams
+        self.check_beam_memory(K, len(prompt), config.max_new_tokens)  # before anything is allocated
         batch = self._prepare([prompt] * K, config.max_new_tokens)
         P = batch.ids.shape[1]
         cache = self.model.new_kv_cache(K, P + config.max_new_tokens)
@@ -168,3 +195,22 @@ class GenerationEngine:
             logprobs = self._logits(tokens, batch, cache, None, P + step + 1).float().log_softmax(-1)
         score, best, reason = max(done, key=lambda d: d[0])
         return Generation(tokens=list(best), finish_reason=reason, prompt_tokens=len(prompt), score=score)
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on ``device`` (None where it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:  # Linux: MemAvailable counts the page cache the kernel would give back
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that tells
+        return None

@@ -1,5 +1,5 @@
 """Decision thresholds chosen on validation data: per-label thresholds of a multi-label model, and the
-confidence below which an intent model answers "out of scope".
+in-scope score below which an intent model answers "out of scope".
 
 Both are a search over a grid of probabilities, maximising a metric computed on held-out predictions
 (scikit-learn has no threshold tuner for either: ``TunedThresholdClassifierCV`` is for binary
@@ -36,27 +36,35 @@ def tune_label_thresholds(probs: np.ndarray, gold: np.ndarray, *, default: float
     return tuple(chosen)
 
 
-def calibrate_oos_threshold(probs: np.ndarray, gold: Sequence[int], oos_index: int) -> tuple[float, dict[str, float]]:
-    """The confidence threshold for the out-of-scope answer: a text whose best in-scope probability is below
-    it is answered out-of-scope. Chosen to maximise in-scope accuracy + out-of-scope recall (each counts
-    equally, whatever their shares of the data; Larson et al. 2019 report both). Returns the threshold and
-    the two measures at it; with no out-of-scope example, 0.0 (never override the model's argmax)."""
-    probs = np.asarray(probs, dtype=np.float64)
+OOS_IN_SCOPE_BUDGET = 0.01
+"""Share of in-scope validation texts the out-of-scope threshold may refuse."""
+
+
+def calibrate_oos_threshold(
+    in_scope: np.ndarray,
+    probs: np.ndarray,
+    gold: Sequence[int],
+    oos_index: int,
+    *,
+    budget: float = OOS_IN_SCOPE_BUDGET,
+) -> tuple[float | None, dict[str, float]]:
+    """The in-scope score (``SentimentTask.in_scope_scores``) below which a text is answered out-of-scope:
+    the ``budget`` quantile of the scores of the validation texts whose gold label is in scope, so about
+    that share of in-scope texts is refused. Returns the threshold and, measured on the same texts,
+    in-scope accuracy and (when there are out-of-scope texts) out-of-scope recall at it.
+
+    A quantile of the in-scope texts rather than a search over out-of-scope recall: validation sets hold
+    few out-of-scope texts (CLINC150's train split, 100 of 15,100), and a search over 30 of them chose a
+    threshold that refused 4% of in-scope texts on the holdout and 7% on the validation split."""
+    in_scope = np.asarray(in_scope, dtype=np.float64)
     gold = np.asarray(gold)
     is_oos = gold == oos_index
-    if not is_oos.any() or is_oos.all():
-        return 0.0, {}
-    best_label = probs.argmax(axis=1)
-    in_scope_prob = np.delete(probs, oos_index, axis=1).max(axis=1)
-    best = (-1.0, 0.0, {})
-    for threshold in np.concatenate([[0.0], GRID]):
-        answer_oos = (best_label == oos_index) | (in_scope_prob < threshold)
-        in_scope_acc = float(((best_label == gold) & ~answer_oos)[~is_oos].mean())
-        oos_recall = float(answer_oos[is_oos].mean())
-        if in_scope_acc + oos_recall > best[0] + 1e-12:
-            best = (
-                in_scope_acc + oos_recall,
-                float(threshold),
-                {"in_scope_accuracy": in_scope_acc, "oos_recall": oos_recall},
-            )
-    return best[1], best[2]
+    if (~is_oos).sum() == 0:
+        return None, {}
+    threshold = float(np.quantile(in_scope[~is_oos], budget))
+    best = np.asarray(probs).argmax(axis=1)
+    answer_oos = (best == oos_index) | (in_scope < threshold)
+    measured = {"in_scope_accuracy": float(((best == gold) & ~answer_oos)[~is_oos].mean()), "budget": budget}
+    if is_oos.any():
+        measured["oos_recall"] = float(answer_oos[is_oos].mean())
+    return threshold, measured

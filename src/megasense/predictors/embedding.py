@@ -51,6 +51,12 @@ class SentenceEmbedder:
         """Token ids of each text as the model sees it (prefix added, truncated to ``max_length``)."""
         return self.tokenizer.encode_batch([self.prefix + t for t in check_texts(texts)], max_length=self.max_length)
 
+    def encode_flagged(self, texts: Sequence[str] | str) -> tuple[list[list[int]], list[bool]]:
+        """``encode``'s ids, and for each text whether ``max_length`` cut it (what a service tells its client)."""
+        batch = self.tokenizer([self.prefix + t for t in check_texts(texts)], max_length=self.max_length)
+        ids = [row[:n].tolist() for row, n in zip(batch.input_ids, batch.lengths)]
+        return ids, list(batch.truncated)
+
     def embed(self, texts: Sequence[str] | str, *, progress: Progress | None = None) -> np.ndarray:
         """(N, hidden) float32 array, rows in the order of ``texts``; no texts give a (0, hidden) array."""
         return self.embed_ids(self.encode(texts), progress=progress)

@@ -70,18 +70,20 @@ def predict_file(
     chunk_rows: int = 4096,
     progress: Progress | None = None,
     preview_rows: int | None = None,
+    encoding: str | None = None,
 ) -> PredictSummary:
     """Add ``label``, ``score``, ``prob_<label>`` and ``chunks`` columns to every row of a table.
 
     With ``output`` the rows are written there (atomically; never over the input); without, they are
     returned in ``summary.frames`` (only the first ``preview_rows``, when given, so memory stays bounded).
+    ``encoding``: the input's text encoding (``gbk``); None reads UTF-8 or what a byte-order mark says.
     """
     source = Path(source)
     summary = PredictSummary(output=Path(output) if output is not None else None)
     writer = TableWriter(output, protect=(source,)) if output is not None else None
     kept = 0
     try:
-        for chunk in read_chunks(source, chunk_rows=chunk_rows):
+        for chunk in read_chunks(source, chunk_rows=chunk_rows, encoding=encoding):
             require_column(chunk.frame, text_col, source)
             texts = text_column(chunk.frame, text_col)
             empty = _empty_rows(texts, chunk.first_row, source, strict)
@@ -135,6 +137,7 @@ def read_labelled(
     strict: bool = False,
     model_labels: Sequence[str] = SENTIMENT_LABELS,
     multi_label: bool = False,
+    encoding: str | None = None,
 ) -> LabelledTexts:
     """Texts and gold labels of every non-empty row, in one pass, read for a model with ``model_labels``
     (``labels.read_gold``: sentiment labels are normalised over the whole column, so numbers read
@@ -144,7 +147,7 @@ def read_labelled(
     raw: list[object] = []
     empty = 0
     first = None
-    for chunk in read_chunks(source):
+    for chunk in read_chunks(source, encoding=encoding):
         require_column(chunk.frame, label_col, source, option="--label-col")
         require_column(chunk.frame, text_col, source)
         first = chunk.first_row if first is None else first
@@ -174,6 +177,7 @@ def evaluate_file(
     baseline: bool = True,
     strict: bool = False,
     progress: Progress | None = None,
+    encoding: str | None = None,
 ) -> dict[str, Any]:
     """The report ``megasense evaluate`` prints: metrics of the model (and VADER for English) on a labelled table."""
     data = read_labelled(
@@ -183,6 +187,7 @@ def evaluate_file(
         strict=strict,
         model_labels=tuple(predictor.labels),
         multi_label=getattr(predictor, "multi_label", False),
+        encoding=encoding,
     )
     estimate_total(progress, len(data.texts), 1.0)
     report = evaluate_texts(
@@ -200,6 +205,7 @@ def embed_file(
     text_col: str = "text",
     chunk_rows: int = 4096,
     progress: Progress | None = None,
+    encoding: str | None = None,
 ) -> int:
     """Embed the ``text_col`` of a table into ``output``; returns the number of rows written.
 
@@ -213,7 +219,7 @@ def embed_file(
     total = 0
     writer = None if as_matrix else TableWriter(output, protect=(source,))
     try:
-        for chunk in read_chunks(source, chunk_rows=chunk_rows):
+        for chunk in read_chunks(source, chunk_rows=chunk_rows, encoding=encoding):
             require_column(chunk.frame, text_col, source)
             texts = text_column(chunk.frame, text_col)
             estimate_total(progress, total + len(texts), chunk.done)

@@ -80,6 +80,9 @@ class SentimentBatch:
     """Windows per text: more than 1 means the text was longer than the model's window."""
     label_sets: list[tuple[str, ...]] | None = None
     """A multi-label model's predicted labels per text (``labels`` holds them comma-joined)."""
+    in_scope_scores: np.ndarray | None = None
+    """A model with an out-of-scope label: (N,) how well any in-scope label fits (log-sum-exp of their
+    logits; the model answers out-of-scope below its calibrated threshold)."""
 
     def __len__(self) -> int:
         return len(self.labels)

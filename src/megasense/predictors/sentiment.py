@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from megasense.errors import MegasenseInputError
+from megasense.errors import CheckpointError, MegasenseInputError
 from megasense.files.progress import Progress
 from megasense.formats.release import LoadedModel
 from megasense.inference.encoder import EncoderEngine, EncoderSettings
@@ -118,6 +118,14 @@ class SentimentClassifier:
                 finished = {plan.owner[i] for i in indices} - done
                 done |= finished
                 progress(len(finished))
+        bad = ~torch.isfinite(logits).all(dim=-1)  # (windows,)
+        if bool(bad.any()):  # never a NaN score: broken weights are the model's fault, named here
+            texts_hit = len({plan.owner[i] for i in torch.nonzero(bad).flatten().tolist()})
+            raise CheckpointError(
+                self.loaded.path,
+                f"model {self.name!r} gives NaN or infinite scores ({texts_hit} of {len(texts)} texts): its weights "
+                "are not finite, as after a diverged training run; retrain it with a lower --lr",
+            )
         return self.task.aggregate(logits, plan)
 
 

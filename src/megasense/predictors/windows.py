@@ -9,8 +9,8 @@ softmax is taken over the allowed labels only).
 
 The same task serves every text classifier, not only sentiment: a multi-label model (``multi_label``:
 a sigmoid per label, every label above its threshold predicted, emotions) and a model with an
-out-of-scope label (``oos_label``: intents; a text whose best other label scores below
-``oos_threshold`` is answered out-of-scope).
+out-of-scope label (``oos_label``: intents; a text whose in-scope score, the log-sum-exp of the other
+labels' logits, is below ``oos_threshold`` is answered out-of-scope).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class SentimentTask:
         multi_label: bool = False,
         thresholds: Sequence[float] = (),
         oos_label: str = "",
-        oos_threshold: float = 0.0,
+        oos_threshold: float | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
@@ -65,7 +65,7 @@ class SentimentTask:
         if len(self.thresholds) != len(self.labels):
             raise ConfigError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
         self.oos_label = oos_label
-        self.oos_threshold = float(oos_threshold)
+        self.oos_threshold = oos_threshold
         self.prefix = prefix
         self.max_length = max_length
         self.overlap = overlap
@@ -146,21 +146,44 @@ class SentimentTask:
         norm = torch.zeros((len(plan.windows), 1)).index_add_(0, owner, weight)
         return (total / norm).numpy()
 
-    def decode(self, probs: np.ndarray, windows: Sequence[int]) -> SentimentBatch:
+    def in_scope_scores(self, logits: torch.Tensor, plan: WindowPlan) -> np.ndarray | None:
+        """(texts,) log-sum-exp of the in-scope labels' logits (the energy score, Liu et al. 2020), averaged
+        over a text's windows like its probabilities; None for a model without an out-of-scope label.
+
+        Low means no in-scope label fits. On CLINC150 it separates out-of-scope texts better than the top
+        in-scope probability: at the same 1% of in-scope validation texts refused, out-of-scope recall
+        0.75 against 0.60 (recipes/intent-en.toml)."""
+        if self.multi_label or self.oos_label not in self.allowed:
+            return None
+        columns = [c for c, name in zip(self._columns, self.allowed) if name != self.oos_label]
+        energy = torch.logsumexp(logits.float()[:, columns], dim=-1, keepdim=True)
+        owner = torch.as_tensor(plan.owner, dtype=torch.long)
+        weight = torch.as_tensor(plan.weight, dtype=torch.float32).unsqueeze(-1)
+        total = torch.zeros((len(plan.windows), 1)).index_add_(0, owner, energy * weight)
+        norm = torch.zeros((len(plan.windows), 1)).index_add_(0, owner, weight)
+        return (total / norm).squeeze(-1).numpy()
+
+    def decode(self, probs: np.ndarray, windows: Sequence[int], in_scope: np.ndarray | None = None) -> SentimentBatch:
+        """Labels from probabilities; with ``in_scope`` scores (``in_scope_scores``) and a calibrated
+        ``oos_threshold``, texts scoring below it are answered ``oos_label``, with that label's probability."""
         if self.multi_label:
             return self._decode_multi(probs, windows)
         best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
         scores = probs[np.arange(len(probs)), best] if len(probs) else np.zeros(0)
         labels = [self.allowed[i] for i in best]
-        if self.oos_label in self.allowed and self.oos_threshold > 0 and len(probs):
-            # Out-of-scope when the best in-scope label is not confident enough (the threshold was calibrated
-            # on validation data); the score is then the out-of-scope label's own probability.
+        if in_scope is not None and self.oos_threshold is not None:
             oos = self.allowed.index(self.oos_label)
-            in_scope = np.delete(probs, oos, axis=1).max(axis=1)
-            for i in np.flatnonzero((best != oos) & (in_scope < self.oos_threshold)):
+            for i in np.flatnonzero(in_scope < self.oos_threshold):
                 labels[i] = self.oos_label
                 scores[i] = probs[i, oos]
-        return SentimentBatch(labels=labels, scores=scores, probs=probs, label_names=self.allowed, chunks=list(windows))
+        return SentimentBatch(
+            labels=labels,
+            scores=scores,
+            probs=probs,
+            label_names=self.allowed,
+            chunks=list(windows),
+            in_scope_scores=in_scope,
+        )
 
     def _decode_multi(self, probs: np.ndarray, windows: Sequence[int]) -> SentimentBatch:
         """Every label above its threshold, most probable first; the single most probable one when none is."""
@@ -183,4 +206,4 @@ class SentimentTask:
         )
 
     def aggregate(self, logits: torch.Tensor, plan: WindowPlan) -> SentimentBatch:
-        return self.decode(self.probabilities(logits, plan), plan.windows)
+        return self.decode(self.probabilities(logits, plan), plan.windows, self.in_scope_scores(logits, plan))

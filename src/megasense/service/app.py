@@ -1,10 +1,19 @@
 """``create_app(settings)``: the FastAPI app. Explicit steps per request, as the serving flow reads:
 
-request -> schema validation (pydantic) -> limits -> dynamic batcher -> model (off the event loop)
--> response. Models are loaded in the lifespan, never at import; ``/ready`` says when they are.
-Every expected failure has its status and a body ``{"error": {"type", "message"}}``: 401 (key),
-404 (no model enabled for the endpoint), 413 (too many texts or characters), 422 (malformed fields, a
-model not served here), 429 (queue full, with Retry-After), 503 (not ready).
+request -> gate (``service.gate``: stopping, API key, body size; before the body is parsed) -> schema
+validation (pydantic) -> limits -> dynamic batcher -> model (off the event loop) -> response. Models
+are loaded in the lifespan, never at import; ``/ready`` says when they are. Every failure has its
+status and a body ``{"error": {"type", "message"}}``: 400 (a body that is not JSON: invalid UTF-8,
+syntax, nesting too deep, a number too long), 401 (key), 404 (no such endpoint, or no model enabled
+for it), 405 (method), 413 (body, texts or characters over a limit), 422 (malformed fields, a model not
+served here), 429 (queue full, with Retry-After from the recent throughput), 503 (not ready, or
+stopping), 500 (a bug, logged).
+
+An empty (or all-whitespace) text is not sent to the model, as ``megasense predict`` skips it: its result
+has an empty ``label``, a null ``score``, no ``probs`` and 0 ``chunks``. A request whose client hangs up
+while it waits is dropped before it reaches the model. On SIGTERM (``service.server``) ``/ready`` turns
+503 at once while ``/health`` stays 200, new requests get 503, and those in flight finish (for up to
+``drain_timeout_s``).
 
 The classifiers (``/v1/sentiment``, ``/v1/intent``, ``/v1/emotion``) share one request shape and one
 path; each has its own batcher, and their answers differ only in the fields their task adds.
@@ -12,21 +21,23 @@ path; each has its own batcher, and their answers differ only in the fields thei
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from megasense.service.auth import KeyChecker
 from megasense.service.backends import Backend, load_backends
 from megasense.service.batching import DynamicBatcher, NotRunning, QueueFull
-from megasense.service.metrics import ServiceMetrics
+from megasense.service.gate import BODY_KEY, RequestGate, error_response, unparseable_body
+from megasense.service.metrics import ObserveRequests, ServiceMetrics
 from megasense.service.schemas import (
     ClassificationRequest,
     EmbeddingData,
@@ -59,6 +70,8 @@ class ServiceError(Exception):
 class _Served:
     backend: Backend
     batcher: DynamicBatcher
+    routes: dict[str, _Served] = field(default_factory=dict)
+    """A routing rule's models (``default``: sentiment-en, sentiment-multilingual), each servable alone."""
 
 
 class ServiceState:
@@ -69,7 +82,14 @@ class ServiceState:
         self.metrics = ServiceMetrics()
         self.keys = KeyChecker(settings)
         self.ready = False
+        self.draining = False
+        """SIGTERM was received: /ready answers 503, new requests are refused, those in flight finish."""
         self.served: dict[str, _Served] = {}  # task -> model and its batcher
+
+    def begin_drain(self) -> None:
+        """Stop taking requests (readiness flips now; liveness stays until the process exits)."""
+        self.ready = False
+        self.draining = True
 
     def get(self, task: str, requested: str | None) -> _Served:
         if not self.ready or task not in self.served:
@@ -83,21 +103,25 @@ class ServiceState:
                 )
             raise ServiceError(503, "not_ready", "the models are still loading (or the service is stopping)")
         served = self.served[task]
+        if requested in served.routes:
+            return served.routes[requested]
         if requested not in (None, "default", served.backend.name):
+            routes = "".join(f" or {name!r}" for name in served.routes)
             raise ServiceError(
                 422,
                 "invalid_request",
                 f"model {requested!r} is not served here; this service serves "
-                f"{served.backend.name!r} for {task} (see GET /v1/models)",
+                f"{served.backend.name!r}{routes} for {task} (see GET /v1/models)",
             )
         return served
 
 
-def _error(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
-
-
 def _validation_message(exc: RequestValidationError) -> str:
+    invalid = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+    if invalid is not None:
+        where = next((p for p in invalid.get("loc", ()) if isinstance(p, int)), None)
+        at = f" at character {where}" if where is not None else ""
+        return f"the body is not valid JSON{at}: {invalid.get('ctx', {}).get('error', 'JSON decode error')}"
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
@@ -142,48 +166,62 @@ def _check_top_k(top_k: int | None, served: _Served) -> None:
         )
 
 
-async def _run(state: ServiceState, served: _Served, texts: list[str]) -> list:
+async def _run(state: ServiceState, served: _Served, texts: list[str], request: Request) -> list:
+    """The batcher's results for ``texts``; if the client hangs up first, its request is withdrawn."""
     task = served.backend.task
+    submitted = asyncio.ensure_future(served.batcher.submit(texts))
+    hung_up = asyncio.ensure_future(_disconnected(request))
     try:
-        results = await served.batcher.submit(texts)
+        await asyncio.wait({submitted, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+        if not submitted.done():  # nobody will read the answer: withdraw it before it reaches the model
+            raise ServiceError(499, "client_closed_request", "the client closed the connection")
+        results = submitted.result()
     except QueueFull as exc:
         raise ServiceError(429, "queue_full", str(exc), {"Retry-After": str(round(exc.retry_after))}) from None
     except NotRunning:
         raise ServiceError(503, "not_ready", "the model is not running (the service is starting or stopping)") from None
     finally:
+        hung_up.cancel()
+        submitted.cancel()  # a no-op once it is done; withdraws it when this handler is cancelled or gives up
         state.metrics.queue_depth.labels(task).set(served.batcher.waiting_texts)
     state.metrics.texts.labels(task).inc(len(texts))
     return results
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _router(state: ServiceState) -> APIRouter:
-    async def require_key(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        if not state.keys.check(presented):
-            raise ServiceError(401, "unauthorized", "a valid API key is required", {"WWW-Authenticate": "Bearer"})
+    # The API key is checked by the gate (service.gate), before the body is read.
+    errors = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503)}
+    api = APIRouter(prefix="/v1", responses=errors)
 
-    errors = {code: {"model": ErrorResponse} for code in (401, 404, 413, 422, 429, 503)}
-    api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=errors)
-
-    async def classify(task: str, body: ClassificationRequest) -> tuple[_Served, list, Usage]:
+    async def classify(task: str, body: ClassificationRequest, request: Request) -> tuple[_Served, list, Usage]:
+        """Every text's result, None for the empty ones (skipped, as ``megasense predict`` skips them)."""
         texts = body.all_texts()
         _check_limits(texts, state.settings)
         served = state.get(task, body.model)
         _check_top_k(body.top_k, served)
-        results = await _run(state, served, texts)
-        usage = Usage(texts=len(texts), characters=sum(map(len, texts)), chunks=sum(r.chunks for r in results))
+        kept = [i for i, text in enumerate(texts) if text.strip()]
+        results: list = [None] * len(texts)
+        if kept:
+            for i, result in zip(kept, await _run(state, served, [texts[i] for i in kept], request)):
+                results[i] = result
+        chunks = sum(r.chunks for r in results if r is not None)
+        usage = Usage(texts=len(texts), characters=sum(map(len, texts)), chunks=chunks)
         return served, results, usage
 
-    # response_model_exclude_none: `labels` appears only where a model gives label sets
+    # `labels` appears only where a model gives label sets (schemas.ClassificationResult drops it otherwise)
     @api.post(
         "/sentiment",
         response_model=SentimentResponse,
-        response_model_exclude_none=True,
         summary="Sentiment of one text or many",
     )
-    async def sentiment(body: ClassificationRequest) -> SentimentResponse:
-        served, results, usage = await classify("sentiment", body)
+    async def sentiment(body: ClassificationRequest, request: Request) -> SentimentResponse:
+        served, results, usage = await classify("sentiment", body, request)
         return SentimentResponse(
             model=served.backend.name, results=[SentimentResult.of(r, top_k=body.top_k) for r in results], usage=usage
         )
@@ -191,41 +229,45 @@ def _router(state: ServiceState) -> APIRouter:
     @api.post(
         "/intent",
         response_model=IntentResponse,
-        response_model_exclude_none=True,
         summary="Intent of one text or many, or out-of-scope",
     )
-    async def intent(body: ClassificationRequest) -> IntentResponse:
-        served, results, usage = await classify("intent", body)
+    async def intent(body: ClassificationRequest, request: Request) -> IntentResponse:
+        served, results, usage = await classify("intent", body, request)
         oos = served.backend.oos_label
         return IntentResponse(
             model=served.backend.name,
-            results=[IntentResult.of(r, top_k=body.top_k, out_of_scope=bool(oos) and r.label == oos) for r in results],
+            results=[
+                IntentResult.of(r, top_k=body.top_k, out_of_scope=bool(oos) and r is not None and r.label == oos)
+                for r in results
+            ],
             usage=usage,
         )
 
     @api.post(
         "/emotion",
         response_model=EmotionResponse,
-        response_model_exclude_none=True,
         summary="Emotions of one text or many (multi-label)",
     )
-    async def emotion(body: ClassificationRequest) -> EmotionResponse:
-        served, results, usage = await classify("emotion", body)
+    async def emotion(body: ClassificationRequest, request: Request) -> EmotionResponse:
+        served, results, usage = await classify("emotion", body, request)
         return EmotionResponse(
             model=served.backend.name, results=[EmotionResult.of(r, top_k=body.top_k) for r in results], usage=usage
         )
 
     @api.post("/embeddings", response_model=EmbeddingResponse, summary="Sentence embeddings (L2-normalised)")
-    async def embeddings(body: EmbeddingRequest) -> EmbeddingResponse:
+    async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
         texts = body.all_texts()
         if not texts:
             raise ServiceError(422, "invalid_request", "input: the list is empty; send at least one string")
         _check_limits(texts, state.settings)
         served = state.get("embedding", body.model)
-        results = await _run(state, served, texts)
+        results = await _run(state, served, texts, request)
         tokens = sum(r.tokens for r in results)
         return EmbeddingResponse(
-            data=[EmbeddingData(index=i, embedding=r.vector) for i, r in enumerate(results)],
+            data=[
+                EmbeddingData(index=i, embedding=r.vector, truncated=r.truncated, tokens=r.tokens)
+                for i, r in enumerate(results)
+            ],
             model=served.backend.name,
             usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
         )
@@ -240,6 +282,8 @@ def _router(state: ServiceState) -> APIRouter:
                     labels=list(s.backend.labels),
                     oos_label=getattr(s.backend, "oos_label", "") or None,  # classifier backends have one
                     dimensions=s.backend.dimensions,
+                    max_tokens=getattr(s.backend, "max_tokens", None),
+                    routes=list(s.routes) or None,
                     ready=state.ready,
                 )
                 for task, s in state.served.items()
@@ -257,27 +301,36 @@ def create_app(
     state = ServiceState(settings)
     loader = backends or load_backends
 
+    def batcher(backend: Backend, executor=None) -> DynamicBatcher:
+        made = DynamicBatcher(
+            backend.run,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue_texts=settings.max_queue_texts,
+            merge=settings.dynamic_batching,
+            on_batch=_batch_observer(state, backend.task),
+            executor=executor,
+        )
+        made.start()
+        return made
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for backend in loader(settings):
-            batcher = DynamicBatcher(
-                backend.run,
-                max_batch_size=settings.max_batch_size,
-                max_wait_ms=settings.max_wait_ms,
-                max_queue_texts=settings.max_queue_texts,
-                merge=settings.dynamic_batching,
-                on_batch=_batch_observer(state, backend.task),
-            )
-            batcher.start()
-            state.served[backend.task] = _Served(backend, batcher)
+            served = _Served(backend, batcher(backend))
+            for route in getattr(backend, "routes", list)():  # the same weights: the same model thread
+                served.routes[route.name] = _Served(route, batcher(route, served.batcher.executor))
+            state.served[backend.task] = served
         state.ready = True
         log.info("megasense service ready: %s", ", ".join(f"{t}={s.backend.name}" for t, s in state.served.items()))
         try:
             yield
         finally:
-            state.ready = False  # /ready turns false before the in-flight work is drained
+            state.begin_drain()  # /ready turns false before the in-flight work is drained
             for served in state.served.values():
-                await served.batcher.stop()
+                for route in served.routes.values():
+                    await route.batcher.stop(settings.drain_timeout_s)
+                await served.batcher.stop(settings.drain_timeout_s)
 
     app = FastAPI(
         title="megasense",
@@ -286,6 +339,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.megasense = state
+    # Starlette runs the middleware added last first: observe (metrics) -> CORS -> gate -> the routes.
+    app.add_middleware(RequestGate, state=state)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -296,15 +351,15 @@ def create_app(
     _install_handlers(app, state)
     app.include_router(_router(state))
 
-    @app.get("/health", summary="The process is alive")
+    @app.get("/health", summary="The process is alive (200 until it exits, also while it drains)")
     async def health() -> dict:
-        return {"status": "ok"}
+        return {"status": "draining" if state.draining else "ok"}
 
-    @app.get("/ready", summary="The models are loaded and requests are accepted")
+    @app.get("/ready", summary="The models are loaded and requests are accepted (503 while loading or draining)")
     async def ready() -> JSONResponse:
         if state.ready:
             return JSONResponse({"ready": True})
-        return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": False, "draining": state.draining}, status_code=503)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -325,28 +380,42 @@ def _install_handlers(app: FastAPI, state: ServiceState) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         state.metrics.errors.labels(exc.type).inc()
-        return _error(exc.status, exc.type, exc.message, exc.headers)
+        return error_response(exc.status, exc.type, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            state.metrics.errors.labels("invalid_json").inc()
+            return error_response(400, "invalid_json", _validation_message(exc))
         state.metrics.errors.labels("invalid_request").inc()
-        return _error(422, "invalid_request", _validation_message(exc))
+        return error_response(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own errors (no such path, wrong method, an unparseable body) in the service's shape."""
+        type_, message = _http_error(request, exc)
+        state.metrics.errors.labels(type_).inc()
+        return error_response(exc.status_code, type_, message, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
         state.metrics.errors.labels("internal_error").inc()
-        return _error(500, "internal_error", "an unexpected error occurred; it has been logged")
+        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        state.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(ObserveRequests, metrics=state.metrics)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> tuple[str, str]:
+    method, path = request.method, request.url.path
+    if exc.status_code == 404:
+        return "not_found", f"no endpoint at {path}; see /docs for the endpoints"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return "method_not_allowed", f"{path} does not answer {method}" + (f"; use {allowed}" if allowed else "")
+    if exc.status_code == 400:
+        return "invalid_json", unparseable_body(request.scope.get(BODY_KEY))
+    return "http_error", str(exc.detail)
 
 
 def _version() -> str:

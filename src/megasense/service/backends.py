@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from megasense.errors import ConfigError, MegasenseInputError
@@ -22,6 +23,8 @@ from megasense.service.settings import TASK_SETTINGS, ServiceSettings
 class EmbeddingOutcome:
     vector: list[float]
     tokens: int
+    truncated: bool = False
+    """The text was longer than the model's window; only its first ``tokens`` were embedded."""
 
 
 class Backend(Protocol):
@@ -42,11 +45,32 @@ class EmbeddingBackend:
         self.name = name
         self.embedder = embedder
         self.dimensions = embedder.dim
+        self.max_tokens: int = embedder.max_length
 
     def run(self, texts: list[str]) -> list[EmbeddingOutcome]:
-        ids = self.embedder.encode(texts)
+        ids, truncated = self.embedder.encode_flagged(texts)
         vectors = self.embedder.embed_ids(ids)
-        return [EmbeddingOutcome(vector=v.tolist(), tokens=len(i)) for v, i in zip(vectors, ids)]
+        return [
+            EmbeddingOutcome(vector=v.tolist(), tokens=len(i), truncated=t) for v, i, t in zip(vectors, ids, truncated)
+        ]
+
+
+def check_model_names(settings: ServiceSettings) -> None:
+    """Each configured model is a known name or an existing path; else a ConfigError naming the setting
+    (before any weights are read)."""
+    from megasense.zoo.embedded import EMBEDDED, find_embedded
+    from megasense.zoo.shipped import ROUTER, SHIPPED_MODELS, find_shipped_model
+
+    names = {**settings.classifier_models(), "embedding": settings.embedding_model}
+    for task, name in names.items():
+        if not name or name == ROUTER or find_shipped_model(name) or find_embedded(name):
+            continue
+        if not Path(name).expanduser().exists():
+            known = ", ".join([ROUTER, *(m.name for m in SHIPPED_MODELS), *(e.name for e in EMBEDDED)])
+            raise ConfigError(
+                f"{TASK_SETTINGS[task]}={name!r}: no such model directory, and not a model name megasense knows "
+                f"({known})"
+            )
 
 
 def load_backends(settings: ServiceSettings) -> list[Backend]:
@@ -79,6 +103,16 @@ class ClassifierBackend:
 
     def run(self, texts: list[str]) -> list[SentimentResult]:
         return list(self.predictor.predict(texts))
+
+    def routes(self) -> list[ClassifierBackend]:
+        """A routing rule's models, each as a backend of its own (``default``: sentiment-en and
+        sentiment-multilingual), so a request may name the one it wants; none for a plain model."""
+        from megasense.predictors.sentiment import SentimentRouter
+
+        if not isinstance(self.predictor, SentimentRouter):
+            return []
+        models = (self.predictor.english, self.predictor.multilingual)
+        return [ClassifierBackend(model.name, model, self.task) for model in models]
 
 
 SentimentBackend = ClassifierBackend

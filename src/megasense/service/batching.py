@@ -5,19 +5,32 @@ more until the batch holds ``max_batch_size`` texts or ``max_wait_ms`` has passe
 single background thread (torch uses its own intra-op threads; one caller keeps them from fighting),
 and hands each request exactly its own slice of the results. While a batch runs, new requests pile
 up, so under load batches fill by themselves and at low load a request waits at most ``max_wait_ms``.
+
+A request whose caller has gone (its future cancelled: the HTTP client hung up) is dropped before its
+texts reach the model, so abandoned work never delays the callers still waiting. Retry-After comes
+from the median of the last ``THROUGHPUT_WINDOW`` batches' seconds, times the batches the waiting texts
+fill, so one slow batch (a cold start, a long text) does not make every client wait minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 R = TypeVar("R")
+
+THROUGHPUT_WINDOW = 32
+"""Recent batches whose sizes and seconds estimate how long the waiting texts take (for Retry-After)."""
+MAX_RETRY_AFTER_S = 60.0
+"""Retry-After never asks a client to wait longer than this."""
 
 
 class QueueFull(Exception):
@@ -49,8 +62,12 @@ class DynamicBatcher(Generic[R]):
         max_queue_texts: int = 4096,
         merge: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
-        """``run`` maps a list of texts to one result each; ``on_batch(texts, seconds)`` follows each call."""
+        """``run`` maps a list of texts to one result each; ``on_batch(texts, seconds)`` follows each call.
+
+        ``executor``: the one-thread pool the model runs on, to share with the batchers of other models on
+        the same weights (the router's English model, say); by default a pool of its own."""
         self.run = run
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -58,10 +75,14 @@ class DynamicBatcher(Generic[R]):
         self.merge = merge
         self.on_batch = on_batch
         self.waiting_texts = 0
+        self.dropped_texts = 0
+        """Texts of requests abandoned before they reached the model (never run)."""
         self._queue: asyncio.Queue[_Request[R]] | None = None
         self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="megasense-model")
-        self._seconds_per_text = 0.01  # running estimate, for Retry-After
+        self._owns_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="megasense-model")
+        self._recent: deque[tuple[int, float]] = deque(maxlen=THROUGHPUT_WINDOW)  # (texts, seconds) per batch
+        self._current: list[_Request[R]] = []  # the batch the model is running
 
     @property
     def running(self) -> bool:
@@ -78,24 +99,60 @@ class DynamicBatcher(Generic[R]):
         if not texts:
             return []
         if self.waiting_texts + len(texts) > self.max_queue_texts:
-            retry = max(1.0, self.waiting_texts * self._seconds_per_text)
-            raise QueueFull(self.waiting_texts, self.max_queue_texts, retry)
+            raise QueueFull(self.waiting_texts, self.max_queue_texts, self.retry_after())
         request = _Request(texts=texts, future=asyncio.get_running_loop().create_future())
         self.waiting_texts += len(texts)
-        await self._queue.put(request)
+        self._queue.put_nowait(request)  # the queue is unbounded: waiting_texts is the limit
+        # Cancelling this coroutine (the client hung up) cancels the future, and the worker drops it.
         return await request.future
 
-    async def stop(self) -> None:
-        """Finish every request already queued, then stop the worker."""
+    def retry_after(self) -> float:
+        """Seconds until the texts waiting now have run (1 to ``MAX_RETRY_AFTER_S``): the batches they fill
+        (``max_batch_size`` each when merging, else as large as recent ones), each taking the median time of the
+        recent batches; the median, so one slow batch does not rule it."""
+        if not self._recent:
+            return 1.0
+        per_batch = self.max_batch_size if self.merge else statistics.median(n for n, _ in self._recent)
+        batches = math.ceil(self.waiting_texts / max(1, per_batch))
+        seconds = batches * statistics.median(s for _, s in self._recent)
+        return min(MAX_RETRY_AFTER_S, max(1.0, seconds))
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Finish every request already queued (for at most ``timeout`` seconds), then stop the worker."""
         if self._queue is not None and self.running:
-            await self._queue.join()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout)
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        self._executor.shutdown(wait=True)
+            for request in [*self._current, *self._drain_queue()]:  # left after the timeout: NotRunning
+                if not request.future.done():
+                    request.future.set_exception(NotRunning("the service is stopping"))
+        if self._owns_executor:
+            self.executor.shutdown(wait=True)
+
+    def _drain_queue(self) -> list[_Request[R]]:
+        left = []
+        while self._queue is not None and not self._queue.empty():
+            left.append(self._queue.get_nowait())
+            self._queue.task_done()
+        return left
+
+    def _drop_abandoned(self, batch: list[_Request[R]]) -> list[_Request[R]]:
+        """The requests of ``batch`` whose callers still wait; the others are settled as done here."""
+        live = []
+        for request in batch:
+            if request.future.done():  # cancelled: the caller has gone
+                self.waiting_texts -= len(request.texts)
+                self.dropped_texts += len(request.texts)
+                self._queue.task_done()
+            else:
+                live.append(request)
+        return live
 
     async def _collect(self, first: _Request[R]) -> list[_Request[R]]:
-        batch, size = [first], len(first.texts)
+        batch = self._current = [first]  # known to stop() from now on
+        size = len(first.texts)
         if not self.merge:
             return batch
         deadline = time.perf_counter() + self.max_wait
@@ -110,6 +167,9 @@ class DynamicBatcher(Generic[R]):
                     nxt = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
+            if nxt.future.done():  # abandoned while it waited: takes no room in the batch
+                self._drop_abandoned([nxt])
+                continue
             batch.append(nxt)
             size += len(nxt.texts)
         return batch
@@ -118,16 +178,23 @@ class DynamicBatcher(Generic[R]):
         loop = asyncio.get_running_loop()
         while True:
             first = await self._queue.get()
-            batch = await self._collect(first)
+            if not self._drop_abandoned([first]):
+                continue
+            # the last look before the model: callers may have hung up while the batch filled
+            batch = self._drop_abandoned(await self._collect(first))
+            if not batch:
+                continue
             texts = [t for r in batch for t in r.texts]
             start = time.perf_counter()
+            self._current = batch
             try:
-                results = await loop.run_in_executor(self._executor, self.run, texts)
+                results = await loop.run_in_executor(self.executor, self.run, texts)
                 error = None
             except Exception as exc:  # a model failure fails this batch's requests, not the worker
                 results, error = None, exc
+            self._current = []
             seconds = time.perf_counter() - start
-            self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / max(1, len(texts))
+            self._recent.append((len(texts), seconds))
             if self.on_batch is not None:
                 self.on_batch(len(texts), seconds)
             offset = 0

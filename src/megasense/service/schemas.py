@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    model_serializer,
+    model_validator,
+)
 
 
 class ClassificationRequest(BaseModel):
@@ -39,27 +48,48 @@ SentimentRequest = ClassificationRequest
 
 
 class ClassificationResult(BaseModel):
-    """One text's answer: the fields of ``megasense.predictors.results.SentimentResult``."""
+    """One text's answer: the fields of ``megasense.predictors.results.SentimentResult``.
+
+    An empty or all-whitespace text is skipped, as ``megasense predict`` skips it: ``label`` is empty,
+    ``score`` null, ``probs`` empty and ``chunks`` 0."""
 
     label: str = Field(
-        description="The most probable label (multi-label models: every predicted label, comma-separated)."
+        description="The most probable label (multi-label models: every predicted label, comma-separated); "
+        "empty for an empty text."
     )
-    score: float = Field(description="Probability of the label (multi-label models: of the most probable one).")
+    score: float | None = Field(
+        description="Probability of the label (multi-label models: of the most probable one); null for an empty text."
+    )
     probs: dict[str, float] = Field(
         description="Probability of every label in the model's order, or with `top_k` of the k most probable, "
-        "most probable first. Multi-label models give each label its own independent probability."
+        "most probable first. Multi-label models give each label its own independent probability. Empty for an "
+        "empty text."
     )
-    chunks: int = Field(1, description="Model windows the text was read in (more than 1: a long text).")
+    chunks: int = Field(1, description="Model windows the text was read in (more than 1: a long text; 0: empty).")
     labels: list[str] | None = Field(
         None, description="Multi-label models only: every predicted label, most probable first."
     )
 
+    @model_serializer(mode="wrap")
+    def _labels_only_when_given(self, handler: SerializerFunctionWrapHandler):
+        data = handler(self)
+        if self.labels is None:
+            data.pop("labels", None)  # a single-label model's answer has no `labels` at all
+        return data
+
     @classmethod
     def of(cls, result, *, top_k: int | None = None, **extra) -> Self:
-        """The HTTP body of a ``SentimentResult``, with ``probs`` cut to the ``top_k`` most probable labels."""
+        """The HTTP body of a ``SentimentResult`` (None: an empty text, skipped), with ``probs`` cut to the
+        ``top_k`` most probable labels."""
+        if result is None:
+            return cls(label="", score=None, probs={}, chunks=0, labels=cls._no_labels(), **extra)
         probs = _top(result.probs, top_k)
         labels = None if result.labels is None else list(result.labels)
         return cls(label=result.label, score=result.score, probs=probs, chunks=result.chunks, labels=labels, **extra)
+
+    @classmethod
+    def _no_labels(cls) -> list[str] | None:
+        return None
 
 
 def _top(probs: dict[str, float], k: int | None) -> dict[str, float]:
@@ -76,7 +106,8 @@ class SentimentResult(ClassificationResult):
 
     @classmethod
     def of(cls, result, *, top_k: int | None = None, **extra) -> SentimentResult:
-        return super().of(result, top_k=top_k, scores=_top(result.probs, top_k), **extra)
+        scores = {} if result is None else _top(result.probs, top_k)
+        return super().of(result, top_k=top_k, scores=scores, **extra)
 
 
 class IntentResult(ClassificationResult):
@@ -88,7 +119,13 @@ class IntentResult(ClassificationResult):
 
 
 class EmotionResult(ClassificationResult):
-    labels: list[str] = Field(description="Every predicted emotion, most probable first (at least one).")
+    labels: list[str] = Field(
+        description="Every predicted emotion, most probable first (at least one; none for an empty text)."
+    )
+
+    @classmethod
+    def _no_labels(cls) -> list[str] | None:
+        return []
 
 
 class Usage(BaseModel):
@@ -133,6 +170,12 @@ class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float]
+    tokens: int = Field(0, description="Tokens of the text the model read (after truncation).")
+    truncated: bool = Field(
+        False,
+        description="True when the text was longer than the model's window (`max_tokens` in GET /v1/models) and "
+        "only its first tokens were embedded.",
+    )
 
 
 class EmbeddingUsage(BaseModel):
@@ -154,6 +197,12 @@ class ModelCard(BaseModel):
     labels: list[str] = []
     oos_label: str | None = Field(None, description="The label that means out-of-scope (intent models that have one).")
     dimensions: int | None = None
+    max_tokens: int | None = Field(None, description="Embedding models: tokens read per text; longer ones are cut.")
+    routes: list[str] | None = Field(
+        None,
+        description="A routing rule (`default`): the models it picks from by script; name one as `model` to use it "
+        "for every text.",
+    )
     ready: bool
 
 

@@ -1,8 +1,13 @@
 """Run the app under uvicorn: one process, or ``workers`` processes sharing the port.
 
-Graceful shutdown: on SIGINT/SIGTERM the server stops accepting connections and ``/ready`` turns
-false at once (so a load balancer drains this instance), requests in flight finish, the batchers
-drain, then the process exits.
+Graceful shutdown: on SIGINT/SIGTERM ``/ready`` turns 503 at once (so a load balancer drains this
+instance) while ``/health`` stays 200 until the process exits; new requests are answered 503 and the
+server stops accepting connections; requests in flight finish, for up to ``drain_timeout_s`` seconds;
+the batchers drain; then the process exits.
+
+A model that cannot be served (an unknown name, a model of the wrong kind) is refused before the port
+opens, as a ``ConfigError`` naming the setting (``megasense serve`` prints it in one line, exit 2): one
+process loads its models first; several processes each load their own, so the names are checked first.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import uvicorn
 
 from megasense.service.app import create_app
+from megasense.service.backends import check_model_names, load_backends
 from megasense.service.settings import ServiceSettings
 
 _SETTINGS_ENV = "MEGASENSE_SERVICE_SETTINGS_JSON"
@@ -22,7 +28,7 @@ class _DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame) -> None:
         state = _find_state(self.config)
         if state is not None:
-            state.ready = False
+            state.begin_drain()
         super().handle_exit(sig, frame)
 
 
@@ -37,6 +43,7 @@ def app_from_env():
 
 
 def serve(settings: ServiceSettings) -> None:
+    check_model_names(settings)
     if settings.workers > 1:
         os.environ[_SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run(
@@ -46,14 +53,15 @@ def serve(settings: ServiceSettings) -> None:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=settings.drain_timeout_s,
         )
         return
+    backends = load_backends(settings)  # here, not in the lifespan: a failure is the CLI's one-line error
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, backends=lambda _: backends),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.drain_timeout_s,
     )
     _DrainingServer(config).run()

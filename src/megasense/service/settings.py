@@ -50,6 +50,11 @@ class ServiceSettings(BaseSettings):
     max_chars_per_request: int = Field(500_000, ge=1)
     max_queue_texts: int = Field(4096, ge=1)
     """Texts waiting for the model beyond which new requests get 429 with Retry-After."""
+    max_body_bytes: int = Field(8_000_000, ge=1)
+    """Largest request body in bytes (413 above it), checked before the body is read: its Content-Length, or
+    the bytes as they arrive when it has none. Room for max_chars_per_request even in ``\\uXXXX`` escapes."""
+    drain_timeout_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long requests in flight may take to finish before the process exits anyway."""
     api_keys_file: Path | None = None
     """File of accepted keys, one SHA-256 hex digest per line (``megasense serve --hash-key`` makes them)."""
     api_keys: str | None = None
