@@ -138,7 +138,7 @@ def test_multi_label_training_predicts_label_sets(tmp_path):
     out = tmp_path / "emotions"
     result = _cli(
         "train", str(train), "--val", str(val), "--label-col", "emotions", "--multi-label", "--base", str(base),
-        "--output", str(out), "--epochs", "20", "--lr", "1e-2", "--batch-size", "16", "--no-bf16",
+        "--output", str(out), "--epochs", "30", "--lr", "5e-3", "--batch-size", "16", "--no-bf16", "--patience", "30",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     head = json.loads((out / "config.json").read_text(encoding="utf-8"))["head"]

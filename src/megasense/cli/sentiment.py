@@ -39,12 +39,36 @@ PrecisionOpt = Annotated[
 LabelsOpt = Annotated[
     str | None, typer.Option(help="Restrict predictions to these labels, e.g. negative,positive for binary data.")
 ]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The input's text encoding, e.g. gbk, gb18030, big5, latin-1 [default: UTF-8, or what a byte-order "
+        "mark says]."
+    ),
+]
 
 
 def _load_predictor(model: str, **options):
     from megasense.predictors.sentiment import load_predictor  # imported late: `megasense --help` stays fast
 
     return load_predictor(model, **options)
+
+
+def _load_any(model: str, *, labels=None, **options):
+    """(classifier, None) for a classification model or the sentiment router; (None, slot filler) for a
+    token-classification (slots) model."""
+    from megasense.predictors.slots import SlotFiller
+    from megasense.zoo import load_model
+    from megasense.zoo.shipped import ROUTER
+
+    if model == ROUTER:
+        return _load_predictor(model, labels=labels, **options), None
+    loaded = load_model(model)
+    if loaded.head.task == "token_classification":
+        if labels:
+            raise typer.BadParameter("--labels does not apply to a slot model")
+        return None, SlotFiller(loaded, name=model, **options)
+    return _load_predictor(loaded, labels=labels, name=model, **options), None
 
 
 def predict(
@@ -59,8 +83,16 @@ def predict(
     max_length: Annotated[int, typer.Option(help="Tokens per window; longer texts are chunked with overlap.")] = 256,
     precision: PrecisionOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    encoding: EncodingOpt = None,
+    slots_model: Annotated[
+        str | None,
+        typer.Option(help="Also fill slots with this token-classification model (a `slots` column of JSON)."),
+    ] = None,
 ) -> None:
     """Add label, score and prob_<label> columns to every row of a file.
+
+    With a slot model (made by `megasense train --task slots`) as --model, or beside an intent model as
+    --slots-model, a `slots` column lists each text's slots as JSON: slot, value, start, end, score.
 
     A model with many labels (intent-en) writes a `top` column (the five most probable labels) instead of
     one prob_<label> column per label; a multi-label model (emotion-en) writes every label above its
@@ -73,6 +105,8 @@ def predict(
       megasense predict posts.jsonl --model sentiment-multilingual
 
       megasense predict utterances.txt --model intent-en
+
+      megasense predict requests.csv --model my-intents --slots-model my-slots
     """
     from megasense.files.tables import check_readable
     from megasense.predictors.jobs import predict_file
@@ -80,13 +114,27 @@ def predict(
 
     with user_errors():
         check_readable(input)
-        predictor = _load_predictor(
+        predictor, filler = _load_any(
             model, labels=parse_label_subset(labels), max_length=max_length, precision=precision
         )
+        if slots_model is not None:
+            if filler is not None:
+                raise typer.BadParameter("--model is already a slot model; give --slots-model beside a classifier")
+            _, filler = _load_any(slots_model, max_length=max_length, precision=precision)
+            if filler is None:
+                raise typer.BadParameter(f"--slots-model {slots_model!r} is a classifier, not a slot model")
         # the total is estimated from the share of the file read so far: the input is read once
         with progress_bar("predicting", None, enabled=progress) as advance:
             summary = predict_file(
-                predictor, input, output, text_col=text_col, strict=strict, progress=advance, preview_rows=PREVIEW
+                predictor,
+                input,
+                output,
+                text_col=text_col,
+                strict=strict,
+                progress=advance,
+                preview_rows=PREVIEW,
+                encoding=encoding,
+                slots=filler,
             )
         notes = _notes(summary)
         if output is not None:
@@ -115,7 +163,7 @@ def _print_predictions(frames, text_col: str, total: int) -> None:
     frame = pd.concat(frames, ignore_index=True)
     table = Table(show_lines=False)
     probs = [c for c in frame.columns if c.startswith("prob_") or c == "top"]
-    columns = [text_col, "label", "score", *probs, "chunks"]
+    columns = [c for c in (text_col, "label", "score", *probs, "chunks", "slots") if c in frame.columns]
     for c in columns:
         table.add_column(c, overflow="fold", max_width=60 if c == text_col else None)
     for _, row in frame.iterrows():
@@ -142,6 +190,7 @@ def evaluate(
     strict: Annotated[bool, typer.Option(help="Fail on empty texts instead of skipping them.")] = False,
     precision: PrecisionOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    encoding: EncodingOpt = None,
 ) -> None:
     """Measure a model on labelled data: accuracy, F1, macro recall, per class, confusion matrix, calibration.
 
@@ -162,7 +211,18 @@ def evaluate(
 
     with user_errors():
         check_readable(input)
-        predictor = _load_predictor(model, precision=precision)
+        predictor, filler = _load_any(model, precision=precision)
+        if filler is not None:  # a slot model: --label-col names the column of per-character tags
+            from megasense.predictors.jobs import evaluate_slots_file
+
+            tags_col = "slots" if label_col == "label" else label_col
+            with progress_bar("evaluating", None, enabled=progress) as advance:
+                result = evaluate_slots_file(filler, input, tags_col=tags_col, text_col=text_col, progress=advance)
+            print_slot_report(result)
+            if report is not None:
+                with atomic_file(report, mode="w") as handle:
+                    json.dump(result, handle, indent=2, ensure_ascii=False)
+            return
         with progress_bar("evaluating", None, enabled=progress) as advance:
             result = evaluate_file(
                 predictor,
@@ -173,12 +233,55 @@ def evaluate(
                 baseline=baseline,
                 strict=strict,
                 progress=advance,
+                encoding=encoding,
             )
         print_report(result)
         if report is not None:
             with atomic_file(report, mode="w") as handle:
                 json.dump(result, handle, indent=2, ensure_ascii=False)
             err.print(f"wrote the report to {report}", highlight=False)
+
+
+SLOT_OPTIONS = ("epochs", "lr", "batch_size", "max_length", "lora", "patience", "eval_every", "monitor", "bf16", "seed")
+"""``train`` options that slot training takes; those left at their default keep slot training's own defaults."""
+
+
+def _train_slots(ctx: typer.Context, train, val, base, output, text_col, label_col, overwrite) -> None:
+    from megasense.cli.command_line import command_line
+    from megasense.training.slots import train_slots
+
+    # typer ships its own click: compare the source by name, not by enum class
+    given = {k: ctx.params[k] for k in SLOT_OPTIONS if getattr(ctx.get_parameter_source(k), "name", "") != "DEFAULT"}
+    result = train_slots(
+        train,
+        val,
+        base=base,
+        output=output,
+        text_col=text_col,
+        tags_col="slots" if label_col == "label" else label_col,
+        overwrite=overwrite,
+        command=command_line(ctx),
+        progress=True,
+        **given,
+    )
+    if result.report is not None:
+        print_slot_report({**result.report, "model": str(output), "source": str(val)})
+    err.print(f"saved the slot model to {output} ({result.train.steps} steps, {result.seconds:.0f} s)", highlight=False)
+
+
+def print_slot_report(result: dict) -> None:
+    console.print(
+        f"[bold]{result['model']}[/] on {result['source']}: n={result['n']:,} texts, {result['slots']:,} slots  "
+        f"slot F1 {result['slot_f1']:.4f}  precision {result['slot_precision']:.4f}  recall "
+        f"{result['slot_recall']:.4f}  all slots of a text right {result['exact_match']:.4f}",
+        highlight=False,
+    )
+    table = Table(title="per slot")
+    for c in ("slot", "precision", "recall", "f1", "support"):
+        table.add_column(c, justify="left" if c == "slot" else "right")
+    for name, m in sorted(result["per_slot"].items(), key=lambda kv: -kv[1]["support"])[:MAX_CLASS_ROWS]:
+        table.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1-score']:.4f}", str(m["support"]))
+    console.print(table)
 
 
 MAX_CLASS_ROWS = 15
@@ -243,7 +346,16 @@ def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the fine-tuned model.")],
     val: Annotated[Path | None, typer.Option(help="Validation table for early stopping and the report.")] = None,
     text_col: TextCol = "text",
-    label_col: Annotated[str, typer.Option(help="Column with the labels.")] = "label",
+    label_col: Annotated[
+        str, typer.Option(help="Column with the labels (with --task slots: one tag per character; default slots).")
+    ] = "label",
+    task: Annotated[
+        str,
+        typer.Option(
+            help="classify (a label per text: sentiment, intents, emotions with --multi-label) or slots (a BIO/BIOES "
+            "tag per character: what to act on, e.g. singer_name in 播放周杰伦的歌)."
+        ),
+    ] = "classify",
     lora: Annotated[
         bool, typer.Option(help="Train LoRA adapters (plus head and norms) instead of all weights.")
     ] = False,
@@ -266,7 +378,22 @@ def train(
             "its confidence threshold is calibrated on --val."
         ),
     ] = None,
-    augment: Annotated[bool, typer.Option(help="Add one EDA-augmented copy of every training text.")] = False,
+    augment: Annotated[bool, typer.Option(help="Add one augmented copy of every text (see --augmenter).")] = False,
+    augmenter: Annotated[
+        str,
+        typer.Option(
+            help="What --augment adds: eda (word edits) or paraphrase (rewrites by the embedded decoder "
+            "smollm2-135m-instruct; slow on a CPU, cached by text)."
+        ),
+    ] = "eda",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="auto (contrastive for few-shot data: at most 16 texts in the median class; else classifier), "
+            "classifier (head and encoder trained by cross-entropy) or contrastive (SetFit-style sentence pairs, "
+            "then a logistic-regression head)."
+        ),
+    ] = "auto",
     patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping.")] = 2,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
     monitor: Annotated[str, typer.Option(help="Validation metric to keep the best model by.")] = "macro_recall",
@@ -290,6 +417,11 @@ def train(
     from megasense.training.finetune import train as fine_tune
 
     with user_errors():
+        if task not in ("classify", "slots"):
+            raise typer.BadParameter(f"--task {task!r}: choose classify or slots")
+        if task == "slots":
+            _train_slots(ctx, train, val, base, output, text_col, label_col, overwrite)
+            return
         result = fine_tune(
             train,
             val,
@@ -309,6 +441,8 @@ def train(
             multi_label=multi_label,
             oos_label=oos_label,
             augment=augment,
+            augmenter=augmenter,
+            method=method,
             patience=patience,
             eval_every=eval_every,
             monitor=monitor,

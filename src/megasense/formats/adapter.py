@@ -1,4 +1,4 @@
-"""megasense's adapter format: a classification head (and LoRA matrices) on a named base encoder.
+"""megasense's adapter format: a classification head (sequence or token) and LoRA matrices on a named base encoder.
 
 An adapter directory holds ``adapter.safetensors`` (LoRA matrices, the classification head, and any
 other tensors training changed, in fp16) plus ``adapter.json`` (which base encoder, which labels, the
@@ -36,20 +36,32 @@ def classifier_on(
     base: LoadedModel, labels: tuple[str, ...], *, pooling: str = "mean", dropout: float = 0.1
 ) -> tuple[torch.nn.Module, HeadConfig]:
     """A fresh classification head on ``base``'s backbone weights (the head starts at small random values)."""
+    head = HeadConfig(
+        task="classification", labels=labels, pooling=pooling, dropout=dropout, text_prefix=base.head.text_prefix
+    )
+    return head_on(base, head), head
+
+
+HEAD_TASKS = ("classification", "token_classification")
+"""The heads an adapter can carry: a ``classifier`` on pooled states or on every token's state."""
+
+
+def head_on(base: LoadedModel, head: HeadConfig) -> torch.nn.Module:
+    """The model ``head`` describes (a sequence or a token classifier) on ``base``'s backbone weights; the
+    head starts at small random values."""
     if base.config.arch != "bert":
         raise MegasenseInputError(
             f"{base.path}: a classifier needs an encoder (arch bert), not arch {base.config.arch}"
         )
-    head = HeadConfig(
-        task="classification", labels=labels, pooling=pooling, dropout=dropout, text_prefix=base.head.text_prefix
-    )
+    if head.task not in HEAD_TASKS:
+        raise MegasenseInputError(f"{base.path}: an adapter head is one of {', '.join(HEAD_TASKS)}, not {head.task!r}")
     model = build_model(base.config, head)
     model.init_weights()
     backbone = {k: v for k, v in base.model.state_dict().items() if not k.startswith(("classifier.", "lm_head."))}
     missing, unexpected = model.load_state_dict(backbone, strict=False)
     if unexpected or any(not k.startswith("classifier.") for k in missing):
         raise CheckpointError(base.path, f"backbone does not fit a classifier: missing {missing}, extra {unexpected}")
-    return model, head
+    return model
 
 
 def save_adapter(
@@ -92,7 +104,7 @@ def is_adapter_dir(path: Path) -> bool:
 
 
 def load_adapter(directory: str | Path, base: LoadedModel) -> LoadedModel:
-    """``base`` with the adapter in ``directory`` applied and merged: a ready classification model."""
+    """``base`` with the adapter in ``directory`` applied and merged: a ready (sequence or token) classifier."""
     directory = Path(directory)
     payload = read_adapter_config(directory)
     try:
@@ -100,7 +112,7 @@ def load_adapter(directory: str | Path, base: LoadedModel) -> LoadedModel:
     except (KeyError, ValueError) as exc:
         raise CheckpointError(directory / ADAPTER_CONFIG, f"invalid head: {exc}") from None
     tensors = read_safetensors(directory / ADAPTER_WEIGHTS)
-    model, _ = classifier_on(base, head.labels, pooling=head.pooling, dropout=head.dropout)
+    model = head_on(base, head)
     if payload.get("lora"):
         lora = payload["lora"]
         apply_lora(model, LoRASettings(rank=lora["rank"], alpha=lora["alpha"], targets=tuple(lora["targets"])))

@@ -15,6 +15,7 @@ from megasense.models.bert import (
     BertForPreTraining,
     BertForSentenceEmbedding,
     BertForSequenceClassification,
+    BertForTokenClassification,
     BertModel,
     mean_pool,
 )
@@ -46,6 +47,8 @@ def build_model(config: ModelConfig, head: HeadConfig | None = None) -> nn.Modul
         return BertForSequenceClassification(
             config, num_labels=len(head.labels), pooling=head.pooling, dropout=head.dropout
         )
+    if head.task == "token_classification":
+        return BertForTokenClassification(config, num_labels=len(head.labels), dropout=head.dropout)
     if head.task == "pretraining":
         return BertForPreTraining(config)
     return BertModel(config)
@@ -93,6 +96,7 @@ __all__ = [
     "BertForPreTraining",
     "BertForSentenceEmbedding",
     "BertForSequenceClassification",
+    "BertForTokenClassification",
     "BertModel",
     "CausalLMOutput",
     "ClassifierOutput",

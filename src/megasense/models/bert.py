@@ -232,3 +232,39 @@ class BertForPreTraining(BertModel):
             if binary_labels is not None and binary_logits is not None:
                 loss = loss + F.cross_entropy(binary_logits.float(), binary_labels)
         return MaskedLMOutput(logits=logits, binary_logits=binary_logits, loss=loss)
+
+
+class BertForTokenClassification(BertModel):
+    """A linear classifier on every token's hidden state (slot filling, NER: one tag per token).
+
+    ``forward`` returns ``ClassifierOutput`` whose ``logits`` are (B, T, num_labels); the loss is the mean
+    cross-entropy over positions whose label is not -100 (padding, special tokens and the sub-tokens a
+    tagging scheme leaves unlabelled).
+    """
+
+    def __init__(self, cfg: ModelConfig, *, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__(cfg)
+        if num_labels < 2:
+            raise ConfigError(f"num_labels={num_labels} must be at least 2 for token classification")
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        nn.init.normal_(self.classifier.weight, std=self.config.init_method_std)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> ClassifierOutput:
+        """``labels``: (B, T) tag indices, -100 where a position is not scored."""
+        hidden = self.encode(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, H)
+        logits = self.classifier(self.dropout(hidden))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return ClassifierOutput(logits=logits, loss=loss)

@@ -47,17 +47,36 @@ def _empty_rows(texts: list[str], first_row: int, path: Path, strict: bool) -> l
     return empty
 
 
-def predict_frame(predictor, texts: list[str], *, progress: Progress | None = None) -> pd.DataFrame:
+def predict_frame(predictor, texts: list[str], *, progress: Progress | None = None, slots=None) -> pd.DataFrame:
     """The prediction columns for ``texts`` (see ``SentimentBatch.columns``); empty texts get an empty label
-    and no probabilities."""
+    and no probabilities. With a slot filler (``predictors.slots.SlotFiller``), a ``slots`` column holds each
+    text's slots as JSON (``[{"slot", "value", "start", "end", "score"}, ...]``); ``predictor`` may then be
+    None (slots alone)."""
     keep = [i for i, t in enumerate(texts) if t.strip()]
-    columns = predictor.predict([texts[i] for i in keep], progress=progress).columns()
+    kept = [texts[i] for i in keep]
+    if predictor is None:
+        frame = pd.DataFrame(index=range(len(texts)), columns=["slots"], dtype=object)
+        frame["slots"] = "[]"
+        frame.loc[keep, "slots"] = _slot_column(slots, kept, progress)
+        return frame
+    columns = predictor.predict(kept, progress=progress).columns()
+    if slots is not None:
+        columns["slots"] = _slot_column(slots, kept, None)
     frame = pd.DataFrame(index=range(len(texts)), columns=list(columns), dtype=object)
     frame["label"] = ""
     for name, values in columns.items():
         frame.loc[keep, name] = list(values)
     frame["chunks"] = frame["chunks"].fillna(0).astype(int)
+    if slots is not None:
+        frame["slots"] = frame["slots"].fillna("[]")
     return frame
+
+
+def _slot_column(slots, texts: list[str], progress: Progress | None) -> list[str]:
+    import json
+
+    results = slots.predict(texts, progress=progress) if texts else []
+    return [json.dumps([s.to_dict() for s in r.slots], ensure_ascii=False) for r in results]
 
 
 def predict_file(
@@ -71,8 +90,10 @@ def predict_file(
     progress: Progress | None = None,
     preview_rows: int | None = None,
     encoding: str | None = None,
+    slots=None,
 ) -> PredictSummary:
-    """Add ``label``, ``score``, ``prob_<label>`` and ``chunks`` columns to every row of a table.
+    """Add ``label``, ``score``, ``prob_<label>`` and ``chunks`` columns to every row of a table (and ``slots``
+    with a slot filler; ``predictor`` None: ``slots`` alone).
 
     With ``output`` the rows are written there (atomically; never over the input); without, they are
     returned in ``summary.frames`` (only the first ``preview_rows``, when given, so memory stays bounded).
@@ -88,7 +109,7 @@ def predict_file(
             texts = text_column(chunk.frame, text_col)
             empty = _empty_rows(texts, chunk.first_row, source, strict)
             estimate_total(progress, summary.rows + len(texts), chunk.done)
-            predicted = predict_frame(predictor, texts, progress=progress)
+            predicted = predict_frame(predictor, texts, progress=progress, slots=slots)
             if progress is not None and empty:
                 progress(len(empty))
             frame = chunk.frame.reset_index(drop=True)
@@ -100,7 +121,8 @@ def predict_file(
             frame = pd.concat([frame, predicted], axis=1)
             summary.rows += len(frame)
             summary.skipped_empty += len(empty)
-            summary.chunked += int((predicted["chunks"] > 1).sum())
+            if "chunks" in predicted:
+                summary.chunked += int((predicted["chunks"] > 1).sum())
             if writer is not None:
                 writer.write(frame)
             elif preview_rows is None or kept < preview_rows:
@@ -242,3 +264,20 @@ def embed_file(
             writer.abort()
         raise
     return total
+
+
+def evaluate_slots_file(
+    filler,
+    source: str | Path,
+    *,
+    tags_col: str = "slots",
+    text_col: str = "text",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """``megasense evaluate`` for a slot model: slot-level precision, recall and F1 on a table with one tag per
+    character in ``tags_col`` (``predictors.slots.evaluate_slots``)."""
+    from megasense.predictors.slots import evaluate_slots, read_slot_examples
+
+    data = read_slot_examples(source, text_col=text_col, tags_col=tags_col)
+    estimate_total(progress, len(data.texts), 1.0)
+    return evaluate_slots(filler, data.texts, data.tags, source=str(source), progress=progress)

@@ -117,9 +117,11 @@ class SentimentBatch:
         return columns
 
     def top(self, i: int, k: int = TOP_K) -> str:
-        """``label=prob; ...`` for the ``k`` most probable labels of text ``i``."""
+        """``label=prob; ...`` for the ``k`` most probable labels of text ``i`` (those that round to 0.000
+        left out, the first always kept)."""
         order = np.argsort(-self.probs[i], kind="stable")[:k]
-        return "; ".join(f"{self.label_names[j]}={self.probs[i, j]:.3f}" for j in order)
+        shown = [j for n, j in enumerate(order) if n == 0 or self.probs[i, j] >= 0.0005]
+        return "; ".join(f"{self.label_names[j]}={self.probs[i, j]:.3f}" for j in shown)
 
     @classmethod
     def empty(cls, label_names: tuple[str, ...]) -> SentimentBatch:

@@ -36,12 +36,12 @@ import torch
 from torch import nn
 
 from megasense.config import HeadConfig
-from megasense.config.train import TrainConfig
+from megasense.config.train import TrainConfig, check_finetune_numbers
 from megasense.data.collate import pad_right
 from megasense.errors import ConfigError, LabelError
 from megasense.files.tables import read_table, require_column
 from megasense.formats.adapter import classifier_on, save_adapter
-from megasense.formats.release import LoadedModel, save_release
+from megasense.formats.release import LoadedModel, require_finite, save_release
 from megasense.models import weights_for_saving
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora, trainable_state_dict
 from megasense.predictors.calibration import calibrate_oos_threshold, tune_label_thresholds
@@ -50,6 +50,7 @@ from megasense.predictors.labels import OOS_NAMES, SENTIMENT_LABELS, infer_label
 from megasense.predictors.sentiment import SentimentClassifier
 from megasense.predictors.windows import SentimentTask
 from megasense.training.augment import AugmentSettings, augment_dataset
+from megasense.training.fewshot import LOSSES, choose_method, embed_ids, fit_head, train_contrastive
 from megasense.training.trainer import Trainer, TrainResult
 
 
@@ -90,7 +91,8 @@ class FinetuneConfig(TrainConfig):
     """Texts per forward pass (``grad_accum`` of them make one optimizer step)."""
 
     max_length: int = 128
-    """Training texts are truncated to this many tokens."""
+    """Training texts are truncated to this many tokens (16 to the base model's positions; the default is cut
+    to a base with fewer)."""
 
     lora: bool = False
     """Train LoRA adapters (plus the head and, with ``train_norms``, the layer norms) instead of all weights."""
@@ -104,11 +106,30 @@ class FinetuneConfig(TrainConfig):
     """``balanced`` (n / (classes x count)), ``sqrt`` (its square root) or ``none``."""
 
     augment: bool = False
-    """Add EDA-augmented copies of the training texts."""
+    """Add augmented copies of the training texts (made by ``augmenter``)."""
 
     augment_copies: int = 1
+    """Augmented copies per text (paraphrases: at most this many, the decoder's unusable answers dropped)."""
+
+    augmenter: str = "eda"
+    """``eda`` (word edits, ``training.augment``) or ``paraphrase`` (rewrites by the embedded decoder,
+    ``training.paraphrase``; cached by text)."""
+
     pooling: str = "mean"
     dropout: float = 0.1
+
+    method: str = "auto"
+    """``classifier`` (a fresh head trained with the encoder by cross-entropy), ``contrastive`` (SetFit's way: the
+    encoder fine-tuned on sentence pairs, then a logistic-regression head; ``training.fewshot``), or ``auto``:
+    contrastive for few-shot data (``fewshot.choose_method``), else classifier. The run records the one it took."""
+
+    contrastive_loss: str = "mnrl"
+    """The contrastive method's loss: ``mnrl`` (MultipleNegativesRanking over same-label pairs, in-batch
+    negatives) or ``cosine`` (SetFit's: cosine similarity to 1 / 0 over balanced pairs)."""
+
+    pairs_per_example: int = 4
+    """The contrastive method's pairs per training text (half same-label; ``mnrl`` uses those); one pass.
+    ``epochs`` applies to the classifier method only."""
 
     def __post_init__(self) -> None:
         if self.labels is not None:
@@ -121,9 +142,16 @@ class FinetuneConfig(TrainConfig):
         super().__post_init__()
         if self.class_weights not in ("balanced", "sqrt", "none"):
             raise ConfigError(f"train.class_weights={self.class_weights!r} is not one of balanced, sqrt, none")
-        for key in ("batch_size", "max_length", "lora_rank", "augment_copies"):
+        if self.method not in ("auto", "classifier", "contrastive"):
+            raise ConfigError(f"train.method={self.method!r} is not one of auto, classifier, contrastive")
+        if self.contrastive_loss not in LOSSES:
+            raise ConfigError(f"train.contrastive_loss={self.contrastive_loss!r} is not one of {', '.join(LOSSES)}")
+        if self.augmenter not in ("eda", "paraphrase"):
+            raise ConfigError(f"train.augmenter={self.augmenter!r} is not one of eda, paraphrase")
+        for key in ("batch_size", "max_length", "lora_rank", "augment_copies", "pairs_per_example"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}={getattr(self, key)} must be at least 1")
+        check_finetune_numbers(self)  # finite, in range, a known monitor (config.train)
 
     @property
     def peak_lr(self) -> float:
@@ -194,6 +222,8 @@ class FinetuneResult:
     config: FinetuneConfig
     adapter: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
+    method_reason: str = ""
+    """Why ``config.method`` ran (``auto``'s rule, or the option given)."""
 
 
 def read_examples(
@@ -397,21 +427,51 @@ def finetune(
     and stored in the head (``FinetuneResult.loaded.head``)."""
     if base.tokenizer is None:
         raise ValueError(f"{base.path}: the base model has no tokenizer; it cannot read text")
+    positions = base.config.max_position_embeddings
+    if config.max_length > positions:  # else an IndexError mid-training
+        if config.max_length != FinetuneConfig.__dataclass_fields__["max_length"].default:
+            raise ConfigError(
+                f"train.max_length={config.max_length} is more than the {positions} positions of the base model "
+                f"{base.path}; give --max-length {positions} or less"
+            )
+        config = config.replace(max_length=positions)  # the default, cut to a small base's positions
     started = time.perf_counter()
     config = _resolve_labels(config, train)
+    config, method_reason = _resolve_method(config, train)
     torch.manual_seed(config.seed)
     model, head = classifier_on(base, config.labels, pooling=config.pooling, dropout=config.dropout)
     head = dataclasses.replace(head, multi_label=config.multi_label, oos_label=config.oos_label)
+    if config.multi_label:
+        _prior_bias(model, train.labels, len(config.labels))
     lora = _add_lora(model, config) if config.lora else None
     texts, labels = train.texts, train.labels
     if config.augment and (train.label_mask is not None or config.multi_label):
         raise ConfigError("train.augment does not support multi-label examples or ones with a label_mask")
     if config.augment:
-        texts, labels = augment_dataset(
-            texts, labels, seed=config.seed, settings=AugmentSettings(copies=config.augment_copies)
-        )
+        texts, labels = _augment(texts, labels, config)
     tokenizer = base.tokenizer
     ids = tokenizer.encode_batch([head.text_prefix + t for t in texts], max_length=config.max_length)
+    if config.method == "contrastive":
+        result = _train_contrastive(model, ids, labels, config, pad_id=tokenizer.pad_id)
+    else:
+        result = _train_classifier(model, ids, labels, train, val, base, head, config, started, max_length_eval)
+    return _finish(model, lora, base, head, val, config, result, started, method_reason, max_length_eval, name)
+
+
+def _train_classifier(
+    model: nn.Module,
+    ids: list[list[int]],
+    labels: list,
+    train: Examples,
+    val: Validation | None,
+    base: LoadedModel,
+    head: HeadConfig,
+    config: FinetuneConfig,
+    started: float,
+    max_length_eval: int,
+) -> TrainResult:
+    """The classifier method: the head and the encoder trained together by (class-weighted) cross-entropy."""
+    tokenizer = base.tokenizer
     weights = class_weight_tensor(labels, len(config.labels), config.class_weights, multi_label=config.multi_label)
     batches = BucketedBatches(
         ids,
@@ -434,7 +494,64 @@ def finetune(
         patience=config.patience if val is not None else None,
         time_budget_s=None if config.time_budget_s is None else max(0.0, config.time_budget_s - spent),
     )
-    result = Trainer(model, run, evaluate=evaluate).fit(batches)
+    return Trainer(model, run, evaluate=evaluate).fit(batches)
+
+
+def _train_contrastive(
+    model: nn.Module, ids: list[list[int]], labels: list, config: FinetuneConfig, *, pad_id: int
+) -> TrainResult:
+    """The contrastive method (``training.fewshot``): the encoder on pairs, then the head by logistic regression."""
+    result = train_contrastive(
+        model,
+        ids,
+        labels,
+        config,
+        pad_id=pad_id,
+        batch_size=config.batch_size,
+        pairs_per_example=config.pairs_per_example,
+        loss=config.contrastive_loss,
+    )
+    embeddings = embed_ids(model, ids, pad_id=pad_id, bf16=config.bf16)
+    result.history.append({"step": result.steps, **fit_head(model, embeddings, labels, len(config.labels))})
+    return result
+
+
+def _resolve_method(config: FinetuneConfig, train: Examples) -> tuple[FinetuneConfig, str]:
+    """The config with ``auto`` resolved, and why that method runs."""
+    masked = train.label_mask is not None
+    if config.method == "contrastive" and (config.multi_label or masked):
+        raise ConfigError("train.method='contrastive' needs one label per text: no multi_label, no label masks")
+    if config.method != "auto":
+        return config, f"method {config.method} as given"
+    method, reason = choose_method(train.labels, multi_label=config.multi_label, label_mask=masked)
+    return config.replace(method=method), f"auto: {reason}"
+
+
+def _augment(texts: list[str], labels: list, config: FinetuneConfig) -> tuple[list[str], list]:
+    if config.augmenter == "paraphrase":
+        from megasense.training.paraphrase import ParaphraseSettings, paraphrase_dataset
+
+        # One answer per copy wanted: generation is the cost (about 20 min for 1,000 texts on a CPU core).
+        settings = ParaphraseSettings(copies=config.augment_copies, samples=config.augment_copies, seed=config.seed)
+        return paraphrase_dataset(texts, labels, settings=settings)
+    return augment_dataset(texts, labels, seed=config.seed, settings=AugmentSettings(copies=config.augment_copies))
+
+
+def _finish(
+    model: nn.Module,
+    lora: LoRASettings | None,
+    base: LoadedModel,
+    head: HeadConfig,
+    val: Validation | None,
+    config: FinetuneConfig,
+    result: TrainResult,
+    started: float,
+    method_reason: str,
+    max_length_eval: int,
+    name: str | None,
+) -> FinetuneResult:
+    """The trained model as a ``FinetuneResult``: LoRA merged, thresholds calibrated and the validation report."""
+    tokenizer = base.tokenizer
     adapter = trainable_state_dict(model) if lora is not None else {}
     model.eval()
     # The released weights (LoRA folded in), and the final report measured on exactly those.
@@ -459,7 +576,19 @@ def finetune(
             report["calibration"] = calibration
     out = FinetuneResult(model=model, loaded=loaded, train=result, report=report, config=config, adapter=adapter)
     out.seconds = time.perf_counter() - started
+    out.method_reason = method_reason
     return out
+
+
+def _prior_bias(model: nn.Module, labels: Sequence[tuple[int, ...]], num_labels: int) -> None:
+    """Start a multi-label head at each label's log prior odds (Lin et al. 2017), so training spends no steps
+    learning that most labels are rare and the loss starts at the prior's instead of log 2 per label."""
+    positives = np.zeros(num_labels)
+    for row in labels:
+        positives[list(row)] += 1
+    prior = np.clip(positives / max(len(labels), 1), 1e-4, 1 - 1e-4)
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.as_tensor(np.log(prior / (1 - prior)), dtype=model.classifier.bias.dtype))
 
 
 def _resolve_labels(config: FinetuneConfig, train: Examples) -> FinetuneConfig:
@@ -483,10 +612,12 @@ def _calibrate(
     loaded: LoadedModel, val: Validation, precision: str, *, max_length: int
 ) -> tuple[HeadConfig, dict[str, Any]]:
     """The head with thresholds chosen on the validation data (every set together): per label for a
-    multi-label model, the out-of-scope confidence threshold for a model with an out-of-scope label."""
+    multi-label model, the out-of-scope threshold on the in-scope score for a model with an out-of-scope
+    label (refusing ``predictors.calibration.OOS_IN_SCOPE_BUDGET`` of the in-scope validation texts)."""
     examples = val if isinstance(val, Examples) else concat_examples(list(val.values()))
     classifier = SentimentClassifier(loaded, max_length=max_length, precision=precision)
-    probs = classifier.predict(examples.texts).probs
+    batch = classifier.predict(examples.texts)
+    probs = batch.probs
     head = loaded.head
     if head.multi_label:
         gold = np.zeros(probs.shape, dtype=bool)
@@ -494,7 +625,8 @@ def _calibrate(
             gold[row, list(labels)] = True
         thresholds = tune_label_thresholds(probs, gold)
         return dataclasses.replace(head, thresholds=thresholds), {"thresholds": dict(zip(head.labels, thresholds))}
-    threshold, measured = calibrate_oos_threshold(probs, examples.labels, head.labels.index(head.oos_label))
+    oos = head.labels.index(head.oos_label)
+    threshold, measured = calibrate_oos_threshold(batch.in_scope_scores, probs, examples.labels, oos)
     info = {"oos_threshold": threshold, "on": examples.source or "validation", **measured}
     return dataclasses.replace(head, oos_threshold=threshold), info
 
@@ -554,7 +686,9 @@ def save_finetuned(
         directory,
         config=loaded.config,
         head=loaded.head,
-        state_dict=weights_for_saving(loaded.model),
+        state_dict=require_finite(
+            weights_for_saving(loaded.model), directory, f"training diverged: lower --lr (was {result.config.lr})"
+        ),
         tokenizer=loaded.tokenizer,
         card=card,
         metadata=meta,
@@ -574,6 +708,8 @@ def save_finetuned(
     return directory
 
 
+_AUGMENTERS = {"eda": "EDA-augmented (word edits)", "paraphrase": "paraphrased (smollm2-135m-instruct)"}
+
 _CARD_METRICS = (
     "accuracy",
     "macro_f1",
@@ -585,6 +721,12 @@ _CARD_METRICS = (
     "oos_precision",
     "ece",
 )
+
+
+_METHODS = {
+    "classifier": "classifier (head and encoder trained together by cross-entropy)",
+    "contrastive": "contrastive (SetFit-style: the encoder tuned on sentence pairs, then a logistic-regression head)",
+}
 
 
 def model_card(
@@ -612,11 +754,18 @@ def model_card(
         f"{kind} ({labels}) fine-tuned by megasense from `{base}`"
         f"{' with LoRA (rank ' + str(cfg.lora_rank) + ')' if cfg.lora else ''}.",
         "",
+        f"Method: {_METHODS.get(cfg.method, cfg.method)}"
+        + (f"; {result.method_reason}." if result.method_reason else "."),
+        "",
         "## Data",
         "",
         f"- training: `{train.source}`, {len(train.texts):,} texts"
         + (f" ({train.skipped_empty} empty skipped)" if train.skipped_empty else "")
-        + (f", plus {cfg.augment_copies} EDA-augmented copy per text" if cfg.augment else ""),
+        + (
+            f", plus up to {cfg.augment_copies} {_AUGMENTERS.get(cfg.augmenter, cfg.augmenter)} copies per text"
+            if cfg.augment
+            else ""
+        ),
     ]
     if val is not None:
         lines.append(f"- validation: `{val.source}`, {len(val.texts):,} texts")
@@ -633,12 +782,13 @@ def model_card(
             + (f"; this prints the same numbers:\n\n    {evaluate}" if evaluate else "."),
         ]
         calibration = r.get("calibration", {})
-        if "oos_threshold" in calibration:
+        if calibration.get("oos_threshold") is not None:
             lines += [
                 "",
-                f"Out-of-scope answer (`{result.loaded.head.oos_label}`): when the best other label's probability is "
-                f"below {calibration['oos_threshold']:.3f}, calibrated on the validation data (maximising in-scope "
-                "accuracy + out-of-scope recall), so these numbers are on the data the threshold was chosen on.",
+                f"Out-of-scope answer (`{result.loaded.head.oos_label}`): besides its own logit, when the in-scope "
+                f"score (log-sum-exp of the other labels' logits) is below {calibration['oos_threshold']:.3f}, the "
+                f"value that refuses {calibration['budget']:.0%} of the in-scope validation texts; these numbers "
+                "are on the data the threshold was chosen on.",
             ]
         if "thresholds" in calibration:
             lines += [
