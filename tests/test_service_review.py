@@ -586,10 +586,13 @@ def test_any_interleaving_gives_each_caller_its_own_answers_in_order(requests, m
 def _tiny_backends(tiny):
     import dataclasses
 
-    from megasense.formats.adapter import classifier_on
+    from megasense.config import HeadConfig
+    from megasense.formats.adapter import classifier_on, head_on
     from megasense.formats.release import LoadedModel
     from megasense.predictors.embedding import SentenceEmbedder
     from megasense.predictors.sentiment import load_predictor
+    from megasense.predictors.slots import SlotFiller
+    from megasense.service.backends import SlotsBackend
 
     def classifier(labels, **head):
         model, config = classifier_on(tiny, labels)
@@ -599,11 +602,16 @@ def _tiny_backends(tiny):
         )
         return load_predictor(loaded, precision="fp32", max_length=32)
 
+    tags = HeadConfig(task="token_classification", labels=("O", "B-time", "I-time"))
+    tagger = LoadedModel(
+        model=head_on(tiny, tags).eval(), config=tiny.config, head=tags, tokenizer=tiny.tokenizer, path="t", metadata={}
+    )
     return [
         ClassifierBackend("tiny-sentiment", classifier(LABELS), "sentiment"),
         ClassifierBackend("tiny-intent", classifier(("book", "cancel", "oos"), oos_label="oos"), "intent"),
         ClassifierBackend("tiny-emotion", classifier(("anger", "joy"), multi_label=True), "emotion"),
         EmbeddingBackend("tiny-embedding", SentenceEmbedder(tiny, max_length=16)),
+        SlotsBackend("tiny-slots", SlotFiller(tagger, precision="fp32", max_length=32)),
     ]
 
 
@@ -635,8 +643,8 @@ def test_every_endpoint_survives_schema_fuzzing(tiny):
     try:
         operations = [result.ok() for result in schema.get_all_operations()]
         assert {op.path for op in operations} >= {
-            "/v1/sentiment", "/v1/intent", "/v1/emotion", "/v1/embeddings", "/v1/models", "/health", "/ready",
-            "/metrics",
+            "/v1/sentiment", "/v1/intent", "/v1/emotion", "/v1/slots", "/v1/embeddings", "/v1/models", "/health",
+            "/ready", "/metrics",
         }  # fmt: skip
         for operation in operations:
             negative = [GenerationMode.NEGATIVE] if operation.method.lower() == "post" else []  # GETs take nothing

@@ -1,4 +1,4 @@
-"""``megasense serve``: the HTTP API for sentiment, intents, emotions and embeddings."""
+"""``megasense serve``: the HTTP API for sentiment, intents, emotions, slots and embeddings."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ def serve(
         str | None,
         typer.Option(help="Model behind /v1/emotion: emotion-en or a multi-label classifier [default: not served]."),
     ] = None,
+    slots_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model behind /v1/slots: a slot filler (token classifier); beside --intent-model, /v1/intent "
+            "answers carry slots too [default: not served]."
+        ),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="Device the models run on: cpu, cuda, cuda:1 [default: cpu].")
     ] = None,
@@ -51,7 +58,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve sentiment (POST /v1/sentiment) and embeddings (POST /v1/embeddings) over HTTP, and with
-    --intent-model / --emotion-model intents (POST /v1/intent) and emotions (POST /v1/emotion).
+    --intent-model / --emotion-model / --slots-model intents (POST /v1/intent), emotions (POST /v1/emotion)
+    and slots (POST /v1/slots; with an intent model too, each /v1/intent answer carries its slots).
 
     Settings come from flags, then MEGASENSE_* environment variables, then --config FILE.toml;
     the OpenAPI docs are at /docs. Example:
@@ -80,6 +88,7 @@ def serve(
             embedding_model=embedding_model,
             intent_model=intent_model,
             emotion_model=emotion_model,
+            slots_model=slots_model,
             device=device,
             precision=precision,
             workers=workers,

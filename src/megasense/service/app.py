@@ -15,8 +15,10 @@ while it waits is dropped before it reaches the model. On SIGTERM (``service.ser
 503 at once while ``/health`` stays 200, new requests get 503, and those in flight finish (for up to
 ``drain_timeout_s``).
 
-The classifiers (``/v1/sentiment``, ``/v1/intent``, ``/v1/emotion``) share one request shape and one
-path; each has its own batcher, and their answers differ only in the fields their task adds.
+The classifiers (``/v1/sentiment``, ``/v1/intent``, ``/v1/emotion``) and the slot filler (``/v1/slots``)
+share one request shape and one path; each has its own batcher, and their answers differ only in the fields
+their task adds. With both an intent and a slots model, ``/v1/intent`` submits its texts to both batchers at
+once and each intent answer carries the text's ``slots``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ from megasense.service.schemas import (
     ModelList,
     SentimentResponse,
     SentimentResult,
+    Slot,
+    SlotResponse,
+    SlotResult,
+    TextsRequest,
     Usage,
 )
 from megasense.service.settings import TASK_SETTINGS, ServiceSettings
@@ -168,23 +174,39 @@ def _check_top_k(top_k: int | None, served: _Served) -> None:
 
 async def _run(state: ServiceState, served: _Served, texts: list[str], request: Request) -> list:
     """The batcher's results for ``texts``; if the client hangs up first, its request is withdrawn."""
-    task = served.backend.task
-    submitted = asyncio.ensure_future(served.batcher.submit(texts))
+    (results,) = await _run_each(state, [served], texts, request)
+    return results
+
+
+async def _run_each(state: ServiceState, models: list[_Served], texts: list[str], request: Request) -> list[list]:
+    """Each model's results for ``texts``, submitted to their batchers at once so they run concurrently. If the
+    client hangs up first, or one model refuses (queue full, stopping), every submission is withdrawn."""
+    submitted = [asyncio.ensure_future(served.batcher.submit(texts)) for served in models]
     hung_up = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({submitted, hung_up}, return_when=asyncio.FIRST_COMPLETED)
-        if not submitted.done():  # nobody will read the answer: withdraw it before it reaches the model
-            raise ServiceError(499, "client_closed_request", "the client closed the connection")
-        results = submitted.result()
+        while True:
+            for each in submitted:
+                if each.done():
+                    each.result()  # a model that refused (queue full, stopping) fails the request at once
+            if all(each.done() for each in submitted):
+                break
+            if hung_up.done():  # nobody will read the answer: withdraw it before it reaches the models
+                raise ServiceError(499, "client_closed_request", "the client closed the connection")
+            await asyncio.wait({*submitted, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+        results = [each.result() for each in submitted]
     except QueueFull as exc:
         raise ServiceError(429, "queue_full", str(exc), {"Retry-After": str(round(exc.retry_after))}) from None
     except NotRunning:
         raise ServiceError(503, "not_ready", "the model is not running (the service is starting or stopping)") from None
     finally:
         hung_up.cancel()
-        submitted.cancel()  # a no-op once it is done; withdraws it when this handler is cancelled or gives up
-        state.metrics.queue_depth.labels(task).set(served.batcher.waiting_texts)
-    state.metrics.texts.labels(task).inc(len(texts))
+        for each in submitted:  # withdraws what still waits when this handler is cancelled or gives up
+            if not each.cancel() and not each.cancelled():
+                each.exception()  # done: mark a second model's refusal as seen
+        for served in models:
+            state.metrics.queue_depth.labels(served.backend.task).set(served.batcher.waiting_texts)
+    for served in models:
+        state.metrics.texts.labels(served.backend.task).inc(len(texts))
     return results
 
 
@@ -199,20 +221,33 @@ def _router(state: ServiceState) -> APIRouter:
     errors = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503)}
     api = APIRouter(prefix="/v1", responses=errors)
 
-    async def classify(task: str, body: ClassificationRequest, request: Request) -> tuple[_Served, list, Usage]:
-        """Every text's result, None for the empty ones (skipped, as ``megasense predict`` skips them)."""
+    async def answer(
+        task: str, body: TextsRequest, request: Request, *, slots: bool = False
+    ) -> tuple[_Served, list[str], list, list | None]:
+        """``(served, texts, results, slot_results)``: the model of ``task`` and every text's result, None for
+        the empty ones (skipped, as ``megasense predict`` skips them); with ``slots`` and a slots model served,
+        the slots of the same texts from that model, run concurrently (else None)."""
         texts = body.all_texts()
         _check_limits(texts, state.settings)
         served = state.get(task, body.model)
-        _check_top_k(body.top_k, served)
+        if isinstance(body, ClassificationRequest):
+            _check_top_k(body.top_k, served)
+        models = [served, *([state.served["slots"]] if slots and "slots" in state.served else [])]
         kept = [i for i, text in enumerate(texts) if text.strip()]
-        results: list = [None] * len(texts)
+        answers: list[list] = [[None] * len(texts) for _ in models]
         if kept:
-            for i, result in zip(kept, await _run(state, served, [texts[i] for i in kept], request)):
-                results[i] = result
+            for answered, results in zip(answers, await _run_each(state, models, [texts[i] for i in kept], request)):
+                for i, result in zip(kept, results):
+                    answered[i] = result
+        return served, texts, answers[0], answers[1] if len(answers) > 1 else None
+
+    async def classify(
+        task: str, body: ClassificationRequest, request: Request, *, slots: bool = False
+    ) -> tuple[_Served, list, Usage, list | None]:
+        served, texts, results, slot_results = await answer(task, body, request, slots=slots)
         chunks = sum(r.chunks for r in results if r is not None)
         usage = Usage(texts=len(texts), characters=sum(map(len, texts)), chunks=chunks)
-        return served, results, usage
+        return served, results, usage, slot_results
 
     # `labels` appears only where a model gives label sets (schemas.ClassificationResult drops it otherwise)
     @api.post(
@@ -221,7 +256,7 @@ def _router(state: ServiceState) -> APIRouter:
         summary="Sentiment of one text or many",
     )
     async def sentiment(body: ClassificationRequest, request: Request) -> SentimentResponse:
-        served, results, usage = await classify("sentiment", body, request)
+        served, results, usage, _ = await classify("sentiment", body, request)
         return SentimentResponse(
             model=served.backend.name, results=[SentimentResult.of(r, top_k=body.top_k) for r in results], usage=usage
         )
@@ -232,13 +267,18 @@ def _router(state: ServiceState) -> APIRouter:
         summary="Intent of one text or many, or out-of-scope",
     )
     async def intent(body: ClassificationRequest, request: Request) -> IntentResponse:
-        served, results, usage = await classify("intent", body, request)
+        served, results, usage, slots = await classify("intent", body, request, slots=True)
         oos = served.backend.oos_label
         return IntentResponse(
             model=served.backend.name,
             results=[
-                IntentResult.of(r, top_k=body.top_k, out_of_scope=bool(oos) and r is not None and r.label == oos)
-                for r in results
+                IntentResult.of(
+                    r,
+                    top_k=body.top_k,
+                    out_of_scope=bool(oos) and r is not None and r.label == oos,
+                    slots=None if slots is None else Slot.all_of(slots[i]),
+                )
+                for i, r in enumerate(results)
             ],
             usage=usage,
         )
@@ -249,9 +289,21 @@ def _router(state: ServiceState) -> APIRouter:
         summary="Emotions of one text or many (multi-label)",
     )
     async def emotion(body: ClassificationRequest, request: Request) -> EmotionResponse:
-        served, results, usage = await classify("emotion", body, request)
+        served, results, usage, _ = await classify("emotion", body, request)
         return EmotionResponse(
             model=served.backend.name, results=[EmotionResult.of(r, top_k=body.top_k) for r in results], usage=usage
+        )
+
+    @api.post("/slots", response_model=SlotResponse, summary="Slots of one text or many (token classification)")
+    async def slots(body: TextsRequest, request: Request) -> SlotResponse:
+        served, texts, results, _ = await answer("slots", body, request)
+        usage = Usage(
+            texts=len(texts), characters=sum(map(len, texts)), chunks=sum(r is not None for r in results)
+        )  # a slot filler reads one window per text (a longer text is cut: `O` past the cut)
+        return SlotResponse(
+            model=served.backend.name,
+            results=[SlotResult.of(r, text) for r, text in zip(results, texts)],
+            usage=usage,
         )
 
     @api.post("/embeddings", response_model=EmbeddingResponse, summary="Sentence embeddings (L2-normalised)")
@@ -334,7 +386,7 @@ def create_app(
 
     app = FastAPI(
         title="megasense",
-        summary="Sentiment, intents, emotions and sentence embeddings from Megatron-style models",
+        summary="Sentiment, intents, emotions, slots and sentence embeddings from Megatron-style models",
         version=_version(),
         lifespan=lifespan,
     )

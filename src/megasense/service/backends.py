@@ -2,9 +2,9 @@
 
 The service never looks inside a model; it only batches texts for a backend's ``run``. Building a
 backend from a model name is the library's job (``megasense.predictors``); a classifier backend
-(sentiment, intent, emotion) returns the library's own ``SentimentResult`` per text, so the HTTP JSON
-carries the same fields as the Python API and the CLI's columns. Here the service only checks that a
-model fits the endpoint it is named for, at start-up, naming the setting.
+(sentiment, intent, emotion) returns the library's own ``SentimentResult`` per text, and the slots backend
+its ``SlotResult``, so the HTTP JSON carries the same fields as the Python API and the CLI's columns. Here
+the service only checks that a model fits the endpoint it is named for, at start-up, naming the setting.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from megasense.errors import ConfigError, MegasenseInputError
 from megasense.predictors.results import SentimentResult
 from megasense.service.settings import TASK_SETTINGS, ServiceSettings
+
+if TYPE_CHECKING:
+    from megasense.predictors.slots import SlotResult  # torch and the tagging code load with the model
 
 
 @dataclass
@@ -30,11 +33,12 @@ class EmbeddingOutcome:
 class Backend(Protocol):
     name: str
     task: str
-    """``sentiment``, ``intent``, ``emotion`` or ``embedding``: the endpoint that serves it (``/v1/<task>``)."""
+    """``sentiment``, ``intent``, ``emotion``, ``slots`` or ``embedding``: the endpoint that serves it
+    (``/v1/<task>``, ``/v1/embeddings``)."""
     labels: tuple[str, ...]
     dimensions: int | None
 
-    def run(self, texts: list[str]) -> Sequence[SentimentResult | EmbeddingOutcome]: ...
+    def run(self, texts: list[str]) -> Sequence[SentimentResult | SlotResult | EmbeddingOutcome]: ...
 
 
 class EmbeddingBackend:
@@ -61,7 +65,7 @@ def check_model_names(settings: ServiceSettings) -> None:
     from megasense.zoo.embedded import EMBEDDED, find_embedded
     from megasense.zoo.shipped import ROUTER, SHIPPED_MODELS, find_shipped_model
 
-    names = {**settings.classifier_models(), "embedding": settings.embedding_model}
+    names = {**settings.classifier_models(), "slots": settings.slots_model, "embedding": settings.embedding_model}
     for task, name in names.items():
         if not name or name == ROUTER or find_shipped_model(name) or find_embedded(name):
             continue
@@ -81,6 +85,8 @@ def load_backends(settings: ServiceSettings) -> list[Backend]:
     backends: list[Backend] = [
         classifier_backend(task, name, settings) for task, name in settings.classifier_models().items()
     ]
+    if settings.slots_model:
+        backends.append(slots_backend(settings.slots_model, settings))
     if settings.embedding_model:
         embedder = SentenceEmbedder(load_model(settings.embedding_model, device=settings.device))
         backends.append(EmbeddingBackend(settings.embedding_model, embedder))
@@ -140,6 +146,49 @@ def classifier_backend(task: str, name: str, settings: ServiceSettings) -> Backe
 
 def sentiment_backend(name: str, settings: ServiceSettings) -> Backend:
     return classifier_backend("sentiment", name, settings)
+
+
+class SlotsBackend:
+    """A slot filler behind ``/v1/slots`` (and beside an intent model, in ``/v1/intent``'s answers)."""
+
+    task = "slots"
+    dimensions = None
+
+    def __init__(self, name: str, filler) -> None:
+        self.name = name
+        self.filler = filler
+        self.labels: tuple[str, ...] = tuple(filler.tags)
+        """The model's tags (``O``, ``B-time``, ``I-time``, ...)."""
+
+    def run(self, texts: list[str]) -> list[SlotResult]:
+        return self.filler.predict(texts)
+
+
+def slots_backend(name: str, settings: ServiceSettings) -> SlotsBackend:
+    """The slot filler ``name`` (a token-classification model); a ``ConfigError`` naming ``slots_model`` if it
+    is another kind of model or cannot be loaded."""
+    from megasense.predictors.slots import SlotFiller
+    from megasense.zoo.load import load_model
+
+    setting = TASK_SETTINGS["slots"]
+    try:
+        loaded = load_model(name, device=settings.device)
+    except MegasenseInputError as exc:
+        raise ConfigError(f"{setting}={name!r}: {exc}") from exc
+    if loaded.head.task != "token_classification":
+        labels = list(loaded.head.labels or ())
+        shown = f" (labels {', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''})" if labels else ""
+        kind = loaded.head.task.replace("_", "-")
+        a = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError(
+            f"{setting}={name!r} is {a} {kind} model{shown}; /v1/slots needs a token-classification model "
+            "(a slot filler, made by megasense.training.slots.train_slots)"
+        )
+    try:
+        filler = SlotFiller(loaded, precision=settings.precision, name=name)
+    except MegasenseInputError as exc:
+        raise ConfigError(f"{setting}={name!r}: {exc}") from exc
+    return SlotsBackend(name, filler)
 
 
 def _wrong_kind(task: str, setting: str, name: str, predictor) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -16,23 +16,17 @@ from pydantic import (
 )
 
 
-class ClassificationRequest(BaseModel):
-    """The body of /v1/sentiment, /v1/intent and /v1/emotion."""
+class TextsRequest(BaseModel):
+    """The body of /v1/slots, and of the classifiers without ``top_k``: one text or many, and the model."""
 
     model_config = ConfigDict(extra="forbid")
 
     texts: list[StrictStr] | None = Field(None, description="Texts to classify (or use `text` for one).")
     text: StrictStr | None = Field(None, description="A single text to classify.")
     model: StrictStr | None = Field(None, description="Model name; omit for the service's model.")
-    top_k: StrictInt | None = Field(
-        None,
-        ge=1,
-        description="Return only the k most probable labels in `probs` (most probable first), 1 to the model's "
-        "number of labels (see GET /v1/models); omit for every label, in the model's order.",
-    )
 
     @model_validator(mode="after")
-    def _one_of(self) -> ClassificationRequest:
+    def _one_of(self) -> Self:
         if (self.texts is None) == (self.text is None):
             raise ValueError("give exactly one of 'texts' (a list of strings) or 'text' (a string)")
         if self.texts is not None and not self.texts:
@@ -41,6 +35,17 @@ class ClassificationRequest(BaseModel):
 
     def all_texts(self) -> list[str]:
         return list(self.texts) if self.texts is not None else [self.text]
+
+
+class ClassificationRequest(TextsRequest):
+    """The body of /v1/sentiment, /v1/intent and /v1/emotion."""
+
+    top_k: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="Return only the k most probable labels in `probs` (most probable first), 1 to the model's "
+        "number of labels (see GET /v1/models); omit for every label, in the model's order.",
+    )
 
 
 SentimentRequest = ClassificationRequest
@@ -70,11 +75,15 @@ class ClassificationResult(BaseModel):
         None, description="Multi-label models only: every predicted label, most probable first."
     )
 
+    omitted_when_none: ClassVar[tuple[str, ...]] = ("labels",)
+    """Fields left out of the JSON when they are None (a single-label model's answer has no `labels` at all)."""
+
     @model_serializer(mode="wrap")
-    def _labels_only_when_given(self, handler: SerializerFunctionWrapHandler):
+    def _optional_only_when_given(self, handler: SerializerFunctionWrapHandler):
         data = handler(self)
-        if self.labels is None:
-            data.pop("labels", None)  # a single-label model's answer has no `labels` at all
+        for name in self.omitted_when_none:
+            if getattr(self, name, None) is None:
+                data.pop(name, None)
         return data
 
     @classmethod
@@ -110,12 +119,51 @@ class SentimentResult(ClassificationResult):
         return super().of(result, top_k=top_k, scores=scores, **extra)
 
 
+class Slot(BaseModel):
+    """One slot of a text: the fields of ``megasense.predictors.slots.Slot``."""
+
+    slot: str = Field(description="The slot's name (`time`, `singer_name`).")
+    value: str = Field(description="The slot's text: `text[start:end]`.")
+    start: int = Field(description="Its first character (0-based, counted in Unicode code points).")
+    end: int = Field(description="One past its last character.")
+    score: float = Field(description="Mean probability of the slot's token tags: how sure the model is of the span.")
+
+    @classmethod
+    def all_of(cls, result) -> list[Slot]:
+        """The slots of a library ``SlotResult`` (None: an empty text, skipped: none)."""
+        return [] if result is None else [cls(**slot.to_dict()) for slot in result.slots]
+
+
+class SlotResult(BaseModel):
+    """One text's slots: ``megasense.predictors.slots.SlotResult.to_dict()``."""
+
+    slots: list[Slot] = Field(description="The slots found, in text order (empty when none, or for an empty text).")
+    tags: list[str] = Field(
+        description="One tag per character of the text, in the model's scheme (`O`, `B-time`, `I-time`, ...; "
+        "the tags are listed as `labels` by GET /v1/models); `O` past the end of a text longer than the model reads."
+    )
+
+    @classmethod
+    def of(cls, result, text: str) -> SlotResult:
+        """The HTTP body of a library ``SlotResult`` for ``text`` (None: an empty text, skipped: no slots, ``O``
+        for each of its characters)."""
+        tags = ["O"] * len(text) if result is None else list(result.tags)
+        return cls(slots=Slot.all_of(result), tags=tags)
+
+
 class IntentResult(ClassificationResult):
     out_of_scope: bool = Field(
         description="True when `label` is the model's out-of-scope label (`oos` for intent-en, listed as "
         "`oos_label` by GET /v1/models): the text asks for none of the model's intents. Always false for a model "
         "without an out-of-scope label."
     )
+    slots: list[Slot] | None = Field(
+        None,
+        description="Only when the service also serves a slots model (`slots_model`): the text's slots, as "
+        "POST /v1/slots answers them (filled by that model, concurrently, for the same texts); left out otherwise.",
+    )
+
+    omitted_when_none: ClassVar[tuple[str, ...]] = ("labels", "slots")
 
 
 class EmotionResult(ClassificationResult):
@@ -149,6 +197,12 @@ class IntentResponse(BaseModel):
 class EmotionResponse(BaseModel):
     model: str
     results: list[EmotionResult]
+    usage: Usage
+
+
+class SlotResponse(BaseModel):
+    model: str = Field(description="The slots model that answered.")
+    results: list[SlotResult] = Field(description="One per text, in the order sent.")
     usage: Usage
 
 
@@ -193,8 +247,8 @@ class EmbeddingResponse(BaseModel):
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
-    task: str
-    labels: list[str] = []
+    task: str = Field(description="`sentiment`, `intent`, `emotion`, `slots` or `embedding`.")
+    labels: list[str] = Field(default_factory=list, description="Classifiers: their labels; slots models: their tags.")
     oos_label: str | None = Field(None, description="The label that means out-of-scope (intent models that have one).")
     dimensions: int | None = None
     max_tokens: int | None = Field(None, description="Embedding models: tokens read per text; longer ones are cut.")

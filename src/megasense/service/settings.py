@@ -19,6 +19,7 @@ TASK_SETTINGS = {
     "intent": "intent_model",
     "emotion": "emotion_model",
     "embedding": "embedding_model",
+    "slots": "slots_model",
 }
 """The setting that names each task's model (the flag is the same with dashes: ``--intent-model``)."""
 
@@ -39,6 +40,10 @@ class ServiceSettings(BaseSettings):
     """Model behind /v1/intent: ``intent-en`` or a single-label classifier's directory; unset or empty: not served."""
     emotion_model: str | None = None
     """Model behind /v1/emotion: ``emotion-en`` or a multi-label classifier's directory; unset or empty: not served."""
+    slots_model: str | None = None
+    """Model behind /v1/slots: a slot filler's directory (a token-classification model made by
+    ``megasense.training.slots.train_slots``); unset or empty: not served. Served beside an intent model, it
+    also fills the slots of every /v1/intent answer."""
     max_batch_size: int = Field(64, ge=1)
     """Most texts merged into one model call."""
     max_wait_ms: float = Field(5.0, ge=0)
@@ -65,11 +70,11 @@ class ServiceSettings(BaseSettings):
     device: str = "cpu"
     """Device the models run on (``cpu``, ``cuda``, ``cuda:1``)."""
     precision: Literal["auto", "fp32", "bf16", "int8", "onnx", "onnx-int8"] = "auto"
-    """Precision of the classifiers (sentiment, intent, emotion), as ``megasense predict --precision``: auto, fp32,
-    bf16, int8, onnx, onnx-int8."""
+    """Precision of the classifiers (sentiment, intent, emotion) and the slot filler, as ``megasense predict
+    --precision``: auto, fp32, bf16, int8, onnx, onnx-int8."""
     log_level: str = "info"
 
-    @field_validator("intent_model", "emotion_model", mode="before")
+    @field_validator("intent_model", "emotion_model", "slots_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -89,7 +94,7 @@ class ServiceSettings(BaseSettings):
             raise ValueError("cors_origins: '*' is refused; list the origins that may call the service")
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ValueError(f"api_keys_file: {self.api_keys_file} does not exist")
-        for task in ("intent", "emotion"):
+        for task in ("intent", "emotion", "slots"):
             _check_classifier_name(task, getattr(self, TASK_SETTINGS[task]))
         return self
 
@@ -117,7 +122,8 @@ class ServiceSettings(BaseSettings):
 def _check_classifier_name(task: str, name: str | None) -> None:
     """Refuse a shipped model of another task (``intent_model='sentiment-en'``) before anything is loaded.
 
-    Whether a model directory fits its task (single- or multi-label) is checked when it is loaded."""
+    Whether a model directory fits its task (single- or multi-label, or a token classifier for slots) is
+    checked when it is loaded."""
     if name is None:
         return
     from megasense.zoo.shipped import ROUTER, SHIPPED_MODELS, find_shipped_model
