@@ -171,6 +171,9 @@ def measure(name: str, recipe: dict, model: str | Path, run_dir: Path, train: Ex
     return rows
 
 
+_HEADERS = {"tfidf_lr": "TF-IDF + LR (row's metric)", "majority": "majority (row's metric)"}
+
+
 def card(name: str, recipe: dict, rows: list[dict], info: dict) -> str:
     columns = [k for k in HEADLINE if any(k in r for r in rows)]
     columns += [k for k in ("tfidf_lr", "majority") if any(k in r for r in rows)]
@@ -183,7 +186,7 @@ def card(name: str, recipe: dict, rows: list[dict], info: dict) -> str:
         "",
         "## Measured (as `megasense evaluate` measures; bf16 autocast on CPU)",
         "",
-        "| data | metric | value | goal | n | " + " | ".join(columns) + " |",
+        "| data | metric | value | goal | n | " + " | ".join(_HEADERS.get(c, c) for c in columns) + " |",
         "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in columns) + " |",
     ]
     for r in rows:
