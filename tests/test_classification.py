@@ -221,3 +221,26 @@ def test_metrics_for_out_of_scope_and_multi_label():
     assert m["in_scope_accuracy"] == 0.5 and m["oos_recall"] == 0.5 and m["oos_precision"] == 0.5
     r = multilabel_report([("x",), ("x", "y")], [("x",), ("x",)], ["x", "y"])
     assert r["accuracy"] == 0.5 and r["per_class"]["y"]["recall"] == 0.0 and r["micro_f1"] == pytest.approx(0.8)
+
+
+def test_probe_head_fits_the_head_before_fine_tuning(tmp_path):
+    """A linear probe on the frozen encoder: with fine-tuning all but switched off (one step at a tiny learning
+    rate), the probed head already tells skewed toy intents apart; a fresh head answers the majority."""
+    from _sentiment_fixtures import tiny_base
+    from megasense.training.finetune import FinetuneConfig, finetune, read_examples
+
+    rows = [r for r in intent_rows(600, 5) if r[1] != "oos"]
+    rows = [r for r in rows if r[1] == "praise"][:40] + [r for r in rows if r[1] != "praise"]  # skewed
+    data = read_examples(write(tmp_path / "skewed.csv", rows), label_col="intent")
+    accuracy = {}
+    for probe in (False, True):
+        config = FinetuneConfig(
+            probe_head=probe, max_steps=1, lr=1e-8, warmup_ratio=0.0, bf16=False, progress=False, class_weights="none"
+        )
+        result = finetune(tiny_base(tmp_path), data, None, config)
+        from megasense.predictors.sentiment import load_predictor
+
+        predicted = load_predictor(result.loaded, precision="fp32").predict(data.texts).labels
+        gold = [data.label_names[y] for y in data.labels]
+        accuracy[probe] = sum(p == g for p, g in zip(predicted, gold)) / len(gold)
+    assert accuracy[True] > 0.9 and accuracy[True] > accuracy[False] + 0.2, accuracy

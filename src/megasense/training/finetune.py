@@ -131,6 +131,12 @@ class FinetuneConfig(TrainConfig):
     """The contrastive method's pairs per training text (half same-label; ``mnrl`` uses those); one pass.
     ``epochs`` applies to the classifier method only."""
 
+    probe_head: bool = False
+    """Classifier method, one label per text: before fine-tuning, fit the head by logistic regression on the
+    frozen encoder's embeddings (a linear probe, LP-FT: Kumar et al. 2022). For encoders whose states are
+    small and alike (multilingual-e5) on skewed labels, where a fresh head otherwise learns only the
+    majority class (CAIS intents: 86% one label)."""
+
     def __post_init__(self) -> None:
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
@@ -472,6 +478,10 @@ def _train_classifier(
 ) -> TrainResult:
     """The classifier method: the head and the encoder trained together by (class-weighted) cross-entropy."""
     tokenizer = base.tokenizer
+    if config.probe_head and not config.multi_label and train.label_mask is None:
+        embeddings = embed_ids(model, ids, pad_id=tokenizer.pad_id, bf16=config.bf16)
+        fit_head(model, embeddings, labels, len(config.labels))
+        model.train()
     weights = class_weight_tensor(labels, len(config.labels), config.class_weights, multi_label=config.multi_label)
     batches = BucketedBatches(
         ids,
