@@ -809,7 +809,13 @@ def model_card(
             ]
     else:
         lines.append("No validation set was given.")
-    lines += [
+    lines += card_training_lines(result, command)
+    return "\n".join(lines)
+
+
+def card_training_lines(result: FinetuneResult, command: str) -> list[str]:
+    """A model card's "Training" (steps, speed, the config as the run used it) and "Reproduce" sections."""
+    return [
         "",
         "## Training",
         "",
@@ -819,7 +825,7 @@ def model_card(
         "- config (`FinetuneConfig`):",
         "",
         "```json",
-        json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False),
+        json.dumps(result.config.to_dict(), indent=2, ensure_ascii=False),
         "```",
         "",
         "## Reproduce",
@@ -827,7 +833,6 @@ def model_card(
         f"    {command}",
         "",
     ]
-    return "\n".join(lines)
 
 
 def train_from_files(

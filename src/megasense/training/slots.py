@@ -17,7 +17,6 @@ the tag set from the training data (every B/I(/E/S) tag of each slot name seen, 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -47,7 +46,13 @@ from megasense.predictors.tagging import (
     token_labels,
     unreachable_slots,
 )
-from megasense.training.finetune import BucketedBatches, FinetuneConfig, FinetuneResult, save_finetuned
+from megasense.training.finetune import (
+    BucketedBatches,
+    FinetuneConfig,
+    FinetuneResult,
+    card_training_lines,
+    save_finetuned,
+)
 from megasense.training.trainer import BatchSource, Trainer
 
 SLOT_DEFAULTS: dict[str, Any] = {
@@ -278,24 +283,7 @@ def slot_card(
         ]
     else:
         lines.append("No validation set was given.")
-    lines += [
-        "",
-        "## Training",
-        "",
-        f"- steps: {result.train.steps} (best at step {result.train.best_step}), "
-        f"{result.train.samples_per_s:.1f} samples/s, {result.seconds:.0f} s"
-        + (", stopped early" if result.train.stopped_early else ""),
-        "- config (`FinetuneConfig`):",
-        "",
-        "```json",
-        json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False),
-        "```",
-        "",
-        "## Reproduce",
-        "",
-        f"    {command}",
-        "",
-    ]
+    lines += card_training_lines(result, command)
     return "\n".join(lines)
 
 
