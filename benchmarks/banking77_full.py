@@ -20,11 +20,10 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fewshot import split  # noqa: E402
-
-from megasense.predictors.sentiment import load_predictor  # noqa: E402
-from megasense.training.finetune import Examples, FinetuneConfig, finetune  # noqa: E402
-from megasense.zoo import load_model  # noqa: E402
+from fewshot import split
+from megasense.predictors.sentiment import load_predictor
+from megasense.training.finetune import Examples, FinetuneConfig, finetune
+from megasense.zoo import load_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" / "train.csv"
 TFIDF = 0.881
