@@ -44,6 +44,12 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
+def init_head(linear: nn.Linear, std: float) -> None:
+    """A fresh classifier layer: small normal weights, zero bias (the sequence and the token heads alike)."""
+    nn.init.normal_(linear.weight, std=std)
+    nn.init.zeros_(linear.bias)
+
+
 class Pooler(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -134,8 +140,7 @@ class BertForSequenceClassification(BertModel):
 
     def init_weights(self) -> None:
         super().init_weights()
-        nn.init.normal_(self.classifier.weight, std=self.config.init_method_std)
-        nn.init.zeros_(self.classifier.bias)
+        init_head(self.classifier, self.config.init_method_std)
 
     def pooled(self, out: EncoderOutput, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if self.pooling == "mean":
@@ -251,8 +256,7 @@ class BertForTokenClassification(BertModel):
 
     def init_weights(self) -> None:
         super().init_weights()
-        nn.init.normal_(self.classifier.weight, std=self.config.init_method_std)
-        nn.init.zeros_(self.classifier.bias)
+        init_head(self.classifier, self.config.init_method_std)
 
     def forward(
         self,
