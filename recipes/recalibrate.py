@@ -1,5 +1,7 @@
-"""Recalibrate a shipped classifier's thresholds on its recipe's holdout without retraining:
-``python recipes/recalibrate.py intent-en``, then ``python recipes/classifier.py intent-en --measure``.
+"""Recalibrate a shipped classifier on its recipe's holdout without retraining:
+``python recipes/recalibrate.py intent-en``, then ``python recipes/classifier.py intent-en --measure``
+(sentiment models: ``python recipes/recalibrate.py sentiment-en``, on the early-stopping holdouts of
+``recipes/sentiment.py``, then ``python recipes/sentiment.py sentiment-en --measure``).
 
 Runs the calibration ``finetune`` runs after training (``training.finetune._calibrate``) on the shipped
 weights and the recipe's holdout (the same seeded split), and rewrites the head in ``adapter.json``.
@@ -27,10 +29,15 @@ from megasense.zoo.shipped import ASSETS  # noqa: E402
 def main() -> None:
     name = sys.argv[1]
     recipe = tomllib.loads((ROOT / "recipes" / f"{name}.toml").read_text(encoding="utf-8"))
-    data = recipe["data"]
-    multi = recipe["finetune"].get("multi_label", False)
-    examples = read_examples(DATA / data["path"], label_col=data["label_col"], multi_label=multi)
-    _, holdout = split_holdout(examples, data, recipe["finetune"].get("seed", 0))
+    if "train" in recipe:  # a sentiment recipe: several sources, one holdout each
+        from sentiment import prepare
+
+        _, holdout, _ = prepare(recipe)
+    else:
+        data = recipe["data"]
+        multi = recipe["finetune"].get("multi_label", False)
+        examples = read_examples(DATA / data["path"], label_col=data["label_col"], multi_label=multi)
+        _, holdout = split_holdout(examples, data, recipe["finetune"].get("seed", 0))
     loaded = load_model(name)
     head, calibration = _calibrate(
         loaded, holdout, "bf16" if recipe["finetune"].get("bf16", True) else "fp32", max_length=256

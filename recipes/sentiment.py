@@ -197,7 +197,9 @@ def _curve(history: list[dict]) -> list[dict]:
     ]
 
 
-def card(name: str, recipe: dict, rows: list[dict], notes: list[str], train_info: dict) -> str:
+def card(
+    name: str, recipe: dict, rows: list[dict], notes: list[str], train_info: dict, calibration: dict | None = None
+) -> str:
     lines = [
         f"# {name}",
         "",
@@ -224,6 +226,14 @@ def card(name: str, recipe: dict, rows: list[dict], notes: list[str], train_info
             *(f"{r[k]:.4f}" for k in ("accuracy", "macro_recall", "macro_f1", "ece")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if calibration and calibration.get("temperature"):
+        lines += [
+            "",
+            f"Scores are temperature-scaled (logits divided by {calibration['temperature']:.3f}; labels unchanged), "
+            "fitted on the early-stopping holdouts by `recipes/recalibrate.py`: expected calibration error there "
+            f"{calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after. The ECE column above is "
+            "measured with it.",
+        ]
     lines += ["", "## Training data", "", *[f"- {n}" for n in notes], ""]
     if recipe.get("card_notes"):
         lines += ["## Data terms", "", *[f"- {n}" for n in recipe["card_notes"]], ""]
@@ -299,12 +309,14 @@ def main() -> None:
         print(json.dumps(info), flush=True)
     saved = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {"info": {}, "notes": []}
     rows = measure(args.name, recipe, run_dir)
-    (target / "README.md").write_text(card(args.name, recipe, rows, saved["notes"], saved["info"]), encoding="utf-8")
     adapter_json = target / "adapter.json"
     payload = json.loads(adapter_json.read_text(encoding="utf-8"))
+    calibration = payload["metadata"].get("train", {}).get("calibration")  # recipes/recalibrate.py's fit
+    text = card(args.name, recipe, rows, saved["notes"], saved["info"], calibration=calibration)
+    (target / "README.md").write_text(text, encoding="utf-8")
     payload["metadata"]["measured"] = rows
-    if saved["info"]:
-        payload["metadata"]["train"] = saved["info"]  # the run that made these weights, with its curve
+    if saved["info"]:  # the run that made these weights, with its curve
+        payload["metadata"]["train"] = {**saved["info"], **({"calibration": calibration} if calibration else {})}
     adapter_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

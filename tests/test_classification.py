@@ -27,8 +27,9 @@ from _sentiment_fixtures import (
     tiny_tokenizer,
 )
 from megasense.cli.main import _register, app
-from megasense.errors import LabelError
-from megasense.predictors.calibration import calibrate_oos_threshold, tune_label_thresholds
+from megasense.config import HeadConfig
+from megasense.errors import ConfigError, LabelError
+from megasense.predictors.calibration import calibrate_oos_threshold, fit_temperature, tune_label_thresholds
 from megasense.predictors.labels import SENTIMENT_LABELS, infer_labels, read_gold
 from megasense.predictors.metrics import multilabel_report, out_of_scope_report
 from megasense.predictors.results import MAX_PROB_COLUMNS, SentimentBatch
@@ -99,6 +100,7 @@ def test_intent_training_learns_labels_from_the_data_and_calibrates_out_of_scope
     assert head["oos_label"] == "oos" and isinstance(head["oos_threshold"], float)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "in_scope_accuracy" in card and "oos_recall" in card and "Out-of-scope answer" in card
+    assert head["temperature"] > 0 and "temperature-scaled" in card  # scores calibrated on the validation data
 
 
 def test_intent_evaluate_reports_out_of_scope_metrics(intents):
@@ -204,6 +206,27 @@ def test_task_answers_out_of_scope_below_the_threshold(tmp_path):
     multi = SentimentTask(tiny_tokenizer(tmp_path), ("x", "y", "z"), multi_label=True, thresholds=(0.5, 0.3, 0.9))
     sets = multi.decode(np.array([[0.6, 0.4, 0.8], [0.1, 0.2, 0.3]], dtype=np.float32), [1, 1]).label_sets
     assert sets == [("x", "y"), ("z",)]  # above their thresholds, most probable first; else the top one
+
+
+def test_temperature_scaling_recovers_an_overconfident_models_temperature(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3000, 3)) * 4
+    truth = np.exp(logits / 2.5) / np.exp(logits / 2.5).sum(axis=1, keepdims=True)  # the true T is 2.5
+    gold = np.array([rng.choice(3, p=p) for p in truth])
+    raw = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert fit_temperature(raw, gold) == pytest.approx(2.5, rel=0.1)
+    assert fit_temperature(truth, gold) == pytest.approx(1.0, abs=0.1)  # already calibrated: left alone
+    # a masked row (a binary source) is fitted over its allowed labels only
+    mask = np.tile([True, False, True], (len(gold), 1))
+    binary = np.where(gold == 1, 0, gold)
+    assert 0.05 < fit_temperature(raw, binary, mask=mask) < 20
+    task = SentimentTask(tiny_tokenizer(tmp_path), ("a", "b", "c"), temperature=2.0)
+    plan = WindowPlan(sequences=[[0]], owner=[0], weight=[1], windows=[1])
+    probs = task.probabilities(torch.tensor([[2.0, 0.0, -2.0]]), plan)[0]
+    assert probs == pytest.approx(torch.softmax(torch.tensor([1.0, 0.0, -1.0]), -1).numpy(), abs=1e-6)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="temperature"):
+            HeadConfig(task="classification", labels=("a", "b"), temperature=bad)
 
 
 def test_many_labels_write_a_top_column_instead_of_one_column_per_label():

@@ -68,3 +68,33 @@ def calibrate_oos_threshold(
     if is_oos.any():
         measured["oos_recall"] = float(answer_oos[is_oos].mean())
     return threshold, measured
+
+
+TEMPERATURE_RANGE = (0.05, 20.0)
+"""Temperatures searched by ``fit_temperature``."""
+
+
+def fit_temperature(probs: np.ndarray, gold: Sequence[int], *, mask: np.ndarray | None = None) -> float:
+    """Temperature scaling (Guo et al. 2017): the T that minimises the negative log-likelihood of ``gold`` under
+    ``softmax(log(probs) / T)`` on held-out predictions made at T = 1. ``log(probs)`` equals the logits up to a
+    per-row constant, which the softmax ignores, so the fit needs no logits. ``mask`` (texts, labels), when
+    given, limits each row to the labels it may have (a binary source's rows: negative and positive).
+
+    One scalar, so a bounded 1-D search over log T (scipy) is all it takes; scikit-learn's
+    ``CalibratedClassifierCV`` wraps its own estimators and cannot take a fixed network's outputs."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
+    gold = np.asarray(gold, dtype=int)
+    if mask is not None:
+        logp = np.where(np.asarray(mask, dtype=bool), logp, -np.inf)
+    rows = np.arange(len(gold))
+
+    def nll(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z[rows, gold] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    low, high = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
+    found = minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x)) if nll(found.x) < nll(0.0) else 1.0

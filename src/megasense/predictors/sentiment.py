@@ -67,6 +67,7 @@ class SentimentClassifier:
             thresholds=loaded.head.thresholds,
             oos_label=loaded.head.oos_label,
             oos_threshold=loaded.head.oos_threshold,
+            temperature=loaded.head.temperature,
         )
         if bf16 is not None:  # the older switch: bf16=True/False means precision bf16/fp32
             precision = "bf16" if bf16 else "fp32"

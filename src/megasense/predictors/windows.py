@@ -57,6 +57,7 @@ class SentimentTask:
         thresholds: Sequence[float] = (),
         oos_label: str = "",
         oos_threshold: float | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
@@ -66,6 +67,7 @@ class SentimentTask:
             raise ConfigError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
         self.oos_label = oos_label
         self.oos_threshold = oos_threshold
+        self.temperature = float(temperature)
         self.prefix = prefix
         self.max_length = max_length
         self.overlap = overlap
@@ -109,6 +111,7 @@ class SentimentTask:
             thresholds=tuple(self.thresholds.tolist()),
             oos_label=self.oos_label,
             oos_threshold=self.oos_threshold,
+            temperature=self.temperature,
         )
 
     def encode(self, texts: Sequence[str]) -> WindowPlan:
@@ -139,7 +142,10 @@ class SentimentTask:
     def probabilities(self, logits: torch.Tensor, plan: WindowPlan) -> np.ndarray:
         """(windows, model labels) logits -> (texts, allowed labels) probabilities."""
         logits = logits.float()[:, self._columns]  # restricted labels: softmax over the allowed ones only
-        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        if self.multi_label:
+            probs = torch.sigmoid(logits)
+        else:  # temperature scaling: the same argmax, scores calibrated on validation data
+            probs = torch.softmax(logits / self.temperature, dim=-1)
         owner = torch.as_tensor(plan.owner, dtype=torch.long)
         weight = torch.as_tensor(plan.weight, dtype=torch.float32).unsqueeze(-1)  # (windows, 1)
         total = torch.zeros((len(plan.windows), probs.shape[1])).index_add_(0, owner, probs * weight)

@@ -44,9 +44,10 @@ from megasense.formats.adapter import classifier_on, save_adapter
 from megasense.formats.release import LoadedModel, require_finite, save_release
 from megasense.models import weights_for_saving
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora, trainable_state_dict
-from megasense.predictors.calibration import calibrate_oos_threshold, tune_label_thresholds
+from megasense.predictors.calibration import calibrate_oos_threshold, fit_temperature, tune_label_thresholds
 from megasense.predictors.evaluation import evaluate_texts
 from megasense.predictors.labels import OOS_NAMES, SENTIMENT_LABELS, infer_labels, read_gold
+from megasense.predictors.metrics import expected_calibration_error
 from megasense.predictors.sentiment import SentimentClassifier
 from megasense.predictors.windows import SentimentTask
 from megasense.training.augment import AugmentSettings, augment_dataset
@@ -578,7 +579,7 @@ def _finish(
     )
     report = None
     calibration: dict[str, Any] = {}
-    if val is not None and (head.multi_label or head.oos_label):
+    if val is not None:
         loaded.head, calibration = _calibrate(loaded, val, config.precision, max_length=max_length_eval)
     if val is not None:
         report = _validation_report(loaded, val, config.precision, max_length=max_length_eval, name=name)
@@ -621,9 +622,10 @@ def _resolve_labels(config: FinetuneConfig, train: Examples) -> FinetuneConfig:
 def _calibrate(
     loaded: LoadedModel, val: Validation, precision: str, *, max_length: int
 ) -> tuple[HeadConfig, dict[str, Any]]:
-    """The head with thresholds chosen on the validation data (every set together): per label for a
-    multi-label model, the out-of-scope threshold on the in-scope score for a model with an out-of-scope
-    label (refusing ``predictors.calibration.OOS_IN_SCOPE_BUDGET`` of the in-scope validation texts)."""
+    """The head calibrated on the validation data (every set together): per-label thresholds for a
+    multi-label model; for a single-label model the softmax temperature (``fit_temperature``) and, with an
+    out-of-scope label, the threshold on the in-scope score (refusing
+    ``predictors.calibration.OOS_IN_SCOPE_BUDGET`` of the in-scope validation texts)."""
     examples = val if isinstance(val, Examples) else concat_examples(list(val.values()))
     classifier = SentimentClassifier(loaded, max_length=max_length, precision=precision)
     batch = classifier.predict(examples.texts)
@@ -635,10 +637,35 @@ def _calibrate(
             gold[row, list(labels)] = True
         thresholds = tune_label_thresholds(probs, gold)
         return dataclasses.replace(head, thresholds=thresholds), {"thresholds": dict(zip(head.labels, thresholds))}
+    mask = None if examples.label_mask is None else np.asarray(examples.label_mask, dtype=bool)
+    fitted = fit_temperature(probs, examples.labels, mask=mask)
+    # the probabilities were made at the head's temperature: log p = logits / T_head + c, so the fit composes
+    temperature = head.temperature * fitted
+    info: dict[str, Any] = {"temperature": temperature, "ece_before": _ece(probs, examples.labels, mask)}
+    head = dataclasses.replace(head, temperature=temperature)
+    info["ece_after"] = _ece(_rescale(probs, fitted, mask), examples.labels, mask)
+    if not head.oos_label:
+        return head, {**info, "on": examples.source or "validation"}
     oos = head.labels.index(head.oos_label)
     threshold, measured = calibrate_oos_threshold(batch.in_scope_scores, probs, examples.labels, oos)
-    info = {"oos_threshold": threshold, "on": examples.source or "validation", **measured}
+    info.update({"oos_threshold": threshold, "on": examples.source or "validation", **measured})
     return dataclasses.replace(head, oos_threshold=threshold), info
+
+
+def _rescale(probs: np.ndarray, temperature: float, mask: np.ndarray | None) -> np.ndarray:
+    """``probs`` as the softmax of ``log(probs) / temperature`` over each row's allowed labels."""
+    z = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    if mask is not None:
+        z = np.where(mask, z, -np.inf)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _ece(probs: np.ndarray, gold: Sequence[int], mask: np.ndarray | None) -> float:
+    """Expected calibration error of the top label, each row over its allowed labels."""
+    p = _rescale(probs, 1.0, mask)
+    correct = (p.argmax(axis=1) == np.asarray(gold)).astype(float)
+    return expected_calibration_error(p.max(axis=1), correct)
 
 
 def _timed_evaluate(
@@ -799,6 +826,13 @@ def model_card(
                 f"score (log-sum-exp of the other labels' logits) is below {calibration['oos_threshold']:.3f}, the "
                 f"value that refuses {calibration['budget']:.0%} of the in-scope validation texts; these numbers "
                 "are on the data the threshold was chosen on.",
+            ]
+        if calibration.get("temperature") is not None:
+            lines += [
+                "",
+                f"Scores are temperature-scaled: logits divided by {calibration['temperature']:.3f} before the "
+                "softmax, fitted on the validation data (Guo et al. 2017; labels unchanged). Expected calibration "
+                f"error on that data: {calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after.",
             ]
         if "thresholds" in calibration:
             lines += [
