@@ -27,6 +27,8 @@ _API = {
     "evaluate": "megasense.api:evaluate",
     "train": "megasense.api:train",
     "analyze": "megasense.api:analyze",
+    "load_assistant": "megasense.api:load_assistant",
+    "assist": "megasense.api:assist",
     "TopicModel": "megasense.analytics.topics:TopicModel",
     "ModelConfig": "megasense.config:ModelConfig",
     "HeadConfig": "megasense.config:HeadConfig",

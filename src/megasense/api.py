@@ -1,7 +1,7 @@
 """The public Python API, re-exported from ``megasense``: one thin call per job.
 
 ``load_model``, ``sentiment``, ``classify`` (intents, emotions, any classifier), ``evaluate``, ``embed``,
-``generate``, ``train`` and ``analyze``. Each
+``generate``, ``train``, ``analyze``, and the assistant: ``load_assistant`` and ``assist``. Each
 call accepts a model name, a path, or an already loaded model (``megasense.load_model``); pass a
 loaded model (or predictor) when calling many times, so the weights are read once. The work itself
 lives in the rooms below: ``predictors`` (text in, typed results out), ``training`` and ``analytics``.
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from megasense.analytics.analysis import analyze
+from megasense.assistant.assistant import Assistant, AssistResult
 from megasense.config import GenerationConfig
 from megasense.formats.release import LoadedModel
 from megasense.predictors.embedding import SentenceEmbedder
@@ -27,7 +28,18 @@ from megasense.training.finetune import train
 from megasense.zoo import load_model
 from megasense.zoo.shipped import ROUTER
 
-__all__ = ["analyze", "classify", "embed", "evaluate", "generate", "load_model", "sentiment", "train"]
+__all__ = [
+    "analyze",
+    "assist",
+    "classify",
+    "embed",
+    "evaluate",
+    "generate",
+    "load_assistant",
+    "load_model",
+    "sentiment",
+    "train",
+]
 
 
 def _loaded(model: str | LoadedModel) -> LoadedModel:
@@ -128,3 +140,47 @@ def evaluate(
 def _predictor(model: str | Path | LoadedModel | Predictor, *, precision: str) -> Predictor:
     loaded = isinstance(model, SentimentClassifier | SentimentRouter)
     return model if loaded else load_predictor(model, precision=precision)
+
+
+def load_assistant(
+    catalogue: str | Path,
+    *,
+    intent_model: str = "intent-en",
+    emotion_model: str | None = "emotion-en",
+    sentiment_model: str | None = "default",
+    chat_model: str | None = "smollm2-135m-instruct",
+    slots_model: str | None = None,
+    history: str | Path | None = None,
+) -> Assistant:
+    """The assistant for a feature catalogue (TOML), with its models loaded once; keep it and call
+    ``assistant.assist(text, session=assistant.session(user))`` per utterance.
+
+    >>> bot = megasense.load_assistant("examples/assistant/smart-speaker.toml")  # doctest: +SKIP
+    >>> bot.assist("set an alarm for seven").to_dict()["feature"]["name"]  # doctest: +SKIP
+    'Alarms'
+    """
+    return Assistant.load(
+        catalogue,
+        intent_model=intent_model,
+        emotion_model=emotion_model,
+        sentiment_model=sentiment_model,
+        chat_model=chat_model,
+        slots_model=slots_model,
+        history=history if history is not None else (),
+    )
+
+
+def assist(
+    text: str,
+    *,
+    catalogue: str | Path | Assistant,
+    user: str | None = None,
+    history: str | Path | None = None,
+    k: int = 3,
+    reply: bool = True,
+) -> AssistResult:
+    """One utterance answered as the catalogue's assistant: intent, emotion, sentiment, slots, up to ``k``
+    recommended features with their reasons, and a grounded reply. Pass a loaded ``Assistant`` (from
+    ``load_assistant``) as ``catalogue`` when calling many times."""
+    assistant = catalogue if isinstance(catalogue, Assistant) else load_assistant(catalogue, history=history)
+    return assistant.assist(text, session=assistant.session(user), k=k, reply=reply)

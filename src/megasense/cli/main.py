@@ -43,6 +43,8 @@ COMMANDS: dict[str, str] = {
     "analyze": "analyze:analyze",
     "dashboard": "dashboard:dashboard",
     "generate": "generate:generate",
+    "assist": "assist:assist",
+    "chat": "assist:chat",
     "serve": "serve:serve",
     "tokenize": "tokenize:tokenize",
     "pretrain": "pretrain:pretrain",
