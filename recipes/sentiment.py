@@ -264,6 +264,22 @@ def card(
     return "\n".join(lines)
 
 
+def _card_notes(card_path: Path) -> list[str]:
+    """The "Training data" notes of an existing card (one "- " line each)."""
+    if not card_path.is_file():
+        return []
+    lines = card_path.read_text(encoding="utf-8").splitlines()
+    if "## Training data" not in lines:
+        return []
+    notes = []
+    for line in lines[lines.index("## Training data") + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("- "):
+            notes.append(line[2:])
+    return notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name")
@@ -307,10 +323,14 @@ def main() -> None:
             overwrite=True,
         )
         print(json.dumps(info), flush=True)
-    saved = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {"info": {}, "notes": []}
-    rows = measure(args.name, recipe, run_dir)
     adapter_json = target / "adapter.json"
     payload = json.loads(adapter_json.read_text(encoding="utf-8"))
+    if info_path.is_file():
+        saved = json.loads(info_path.read_text(encoding="utf-8"))
+    else:  # measuring on another machine than the one that trained: the shipped card and adapter keep the run
+        train_info = {k: v for k, v in payload["metadata"].get("train", {}).items() if k != "calibration"}
+        saved = {"info": train_info, "notes": _card_notes(target / "README.md")}
+    rows = measure(args.name, recipe, run_dir)
     calibration = payload["metadata"].get("train", {}).get("calibration")  # recipes/recalibrate.py's fit
     text = card(args.name, recipe, rows, saved["notes"], saved["info"], calibration=calibration)
     (target / "README.md").write_text(text, encoding="utf-8")
