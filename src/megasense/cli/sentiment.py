@@ -244,6 +244,7 @@ def evaluate(
 
 SLOT_OPTIONS = (
     "epochs",
+    "max_steps",
     "lr",
     "batch_size",
     "max_length",
@@ -353,10 +354,28 @@ def print_report(result: dict) -> None:
 
 def train(
     ctx: typer.Context,
-    train: Annotated[Path, typer.Argument(help="Labelled training table (text and label columns).")],
-    base: Annotated[str, typer.Option(help="Encoder to fine-tune: minilm-l6, e5-small, a checkpoint or a path.")],
+    train: Annotated[
+        Path,
+        typer.Argument(
+            help="Labelled training table (text and label columns); with --task chat, conversations (JSONL)."
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the fine-tuned model.")],
-    val: Annotated[Path | None, typer.Option(help="Validation table for early stopping and the report.")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Model to fine-tune. classify and slots: an encoder (minilm-l6, e5-small, a checkpoint or a path; "
+            "required). chat: a decoder with a chat template, smollm2-135m-instruct by default (smollm2-135m names "
+            "the same instruct model), or a model directory."
+        ),
+    ] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            help="Validation table for early stopping and the report (chat: held-out conversations; default: 10% of "
+            "TRAIN, at most 200, held out)."
+        ),
+    ] = None,
     text_col: TextCol = "text",
     label_col: Annotated[
         str, typer.Option(help="Column with the labels (with --task slots: one tag per character; default slots).")
@@ -364,20 +383,36 @@ def train(
     task: Annotated[
         str,
         typer.Option(
-            help="classify (a label per text: sentiment, intents, emotions with --multi-label) or slots (a BIO/BIOES "
-            "tag per character: what to act on, e.g. singer_name in 播放周杰伦的歌)."
+            help="classify (a label per text: sentiment, intents, emotions with --multi-label), slots (a BIO/BIOES "
+            "tag per character: what to act on, e.g. singer_name in 播放周杰伦的歌) or chat (a decoder fine-tuned "
+            "on your conversations, loss on the assistant's turns only)."
         ),
     ] = "classify",
     lora: Annotated[
-        bool, typer.Option(help="Train LoRA adapters (plus head and norms) instead of all weights.")
+        bool,
+        typer.Option(
+            help="Train LoRA adapters (plus head and norms) instead of all weights. chat: on unless --no-lora; "
+            "LoRA on every linear layer of attention and MLP, saved as a small adapter on --base."
+        ),
     ] = False,
     lora_rank: Annotated[
         int, typer.Option(help="LoRA rank with --lora (64 on every linear layer: a ~4.7 MB adapter for MiniLM).")
     ] = 16,
-    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 3,
+    epochs: Annotated[
+        int, typer.Option(help="Passes over the training data (chat: 2, or as many as --max-steps needs).")
+    ] = 3,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Stop after this many optimizer steps (also the schedule's length).")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-5, or 5e-4 with --lora).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per step.")] = 32,
-    max_length: Annotated[int, typer.Option(help="Truncate training texts to this many tokens.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Texts per step (chat: conversations per step, default 4).")] = 32,
+    max_length: Annotated[
+        int,
+        typer.Option(
+            help="Truncate training texts to this many tokens (chat: default 1024; longer conversations lose whole "
+            "turns from the start)."
+        ),
+    ] = 128,
     class_weights: Annotated[str, typer.Option(help="balanced, sqrt or none.")] = "balanced",
     multi_label: Annotated[
         bool,
@@ -415,25 +450,52 @@ def train(
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (fast on CPUs with AMX / AVX512-BF16).")] = True,
     seed: Annotated[int, typer.Option(help="Random seed (data order, dropout, initialisation).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="chat: write resumable training checkpoints here (at each evaluation).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="chat: continue the interrupted run whose checkpoints are in --checkpoint-dir.")
+    ] = False,
 ) -> None:
-    """Fine-tune an encoder on your labels; saves the best model (release format) with a model card.
+    """Fine-tune an encoder on your labels, or a decoder on your conversations; saves the best model with a model card.
 
     The labels are the label column's: sentiment in any usual spelling (negative/neutral/positive), or any
     class names (intents, topics, emotions with --multi-label). The card records this command line, the
     config, and the `megasense evaluate` command that prints its metrics.
+
+    With --task chat, TRAIN (and --val) hold one conversation per line, JSONL or .jsonl.gz, in OpenAI's messages
+    format: {"messages": [{"role": "system", "content": "..."}, {"role": "user", "content": "..."},
+    {"role": "assistant", "content": "..."}, ...]}. Roles are system, user and assistant; other keys are ignored;
+    an assistant message with "weight": 0 is context, not learned. Each conversation is rendered with the base
+    model's chat template and the loss is on the assistant turns only, each with its end-of-turn token. Lines
+    without an assistant turn are skipped and counted. The card shows the held-out perplexity on assistant tokens
+    before and after; the output loads with `megasense generate --model OUTPUT`.
 
     Examples:
 
       megasense train train.csv --val val.csv --base minilm-l6 --output my-model --lora --epochs 3
 
       megasense train clinc150/train.csv --val clinc150/val.csv --label-col intent --base minilm-l6 --output my-intents
+
+      megasense train dialogs.jsonl --task chat --base smollm2-135m --lora --max-steps 300 --output my-chat
     """
     from megasense.cli.command_line import command_line
     from megasense.training.finetune import train as fine_tune
 
     with user_errors():
-        if task not in ("classify", "slots"):
-            raise typer.BadParameter(f"--task {task!r}: choose classify or slots")
+        if task not in ("classify", "slots", "chat"):
+            raise typer.BadParameter(f"--task {task!r}: choose classify or slots (texts), or chat (conversations)")
+        if task == "chat":
+            from megasense.cli.chat_train import train_chat_command
+
+            train_chat_command(ctx, train, val, base, output, overwrite)
+            return
+        if base is None:
+            raise typer.BadParameter(
+                f"--task {task} needs --base: the encoder to fine-tune (minilm-l6, e5-small, a path)"
+            )
+        if checkpoint_dir is not None or resume:
+            raise typer.BadParameter("--checkpoint-dir and --resume are for --task chat")
         if task == "slots":
             _train_slots(ctx, train, val, base, output, text_col, label_col, overwrite)
             return
@@ -448,6 +510,7 @@ def train(
             command=command_line(ctx),
             progress=True,
             epochs=epochs,
+            max_steps=max_steps,
             lr=lr,
             batch_size=batch_size,
             max_length=max_length,

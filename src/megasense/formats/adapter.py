@@ -1,10 +1,12 @@
-"""megasense's adapter format: a classification head (sequence or token) and LoRA matrices on a named base encoder.
+"""megasense's adapter format: a classification head (sequence or token) and LoRA matrices on a named base encoder,
+or LoRA matrices alone on a named base decoder (head ``causal_lm``: a chat model fine-tuned from it).
 
 An adapter directory holds ``adapter.safetensors`` (LoRA matrices, the classification head, and any
-other tensors training changed, in fp16) plus ``adapter.json`` (which base encoder, which labels, the
-LoRA settings) and a model card. Loading one puts a classification head on the base model, applies
-the adapter and folds LoRA into the weights, so inference runs a plain model at full speed. Which
-base a name means is the zoo's business (``megasense.zoo``); this module takes a loaded base.
+other tensors training changed, in fp16) plus ``adapter.json`` (which base model, which labels, the
+LoRA settings) and a model card. Loading one puts a classification head on the base model (a decoder
+keeps its own output layer), applies the adapter and folds LoRA into the weights, so inference runs a
+plain model at full speed. Which base a name means is the zoo's business (``megasense.zoo``); this
+module takes a loaded base.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from megasense.config import HeadConfig
 from megasense.errors import CheckpointError, MegasenseInputError
 from megasense.files.atomic import atomic_directory
 from megasense.formats.release import LoadedModel, read_safetensors, read_tagged_json
-from megasense.models import build_model, load_weights
+from megasense.models import build_model, load_weights, materialize, weights_for_saving
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -64,6 +66,16 @@ def head_on(base: LoadedModel, head: HeadConfig) -> torch.nn.Module:
     return model
 
 
+def decoder_on(base: LoadedModel) -> torch.nn.Module:
+    """A copy of ``base``'s decoder (arch gpt) with its own output layer: what a ``causal_lm`` adapter applies to
+    (a copy, so the caller's base is left as it was)."""
+    if base.config.arch != "gpt":
+        raise MegasenseInputError(
+            f"{base.path}: a causal_lm adapter needs a decoder (arch gpt), not arch {base.config.arch}"
+        )
+    return materialize(base.config, HeadConfig(task="causal_lm"), weights_for_saving(base.model))
+
+
 def save_adapter(
     directory: str | Path,
     *,
@@ -104,7 +116,8 @@ def is_adapter_dir(path: Path) -> bool:
 
 
 def load_adapter(directory: str | Path, base: LoadedModel) -> LoadedModel:
-    """``base`` with the adapter in ``directory`` applied and merged: a ready (sequence or token) classifier."""
+    """``base`` with the adapter in ``directory`` applied and merged: a ready (sequence or token) classifier, or a
+    decoder for a ``causal_lm`` adapter."""
     directory = Path(directory)
     payload = read_adapter_config(directory)
     try:
@@ -112,7 +125,7 @@ def load_adapter(directory: str | Path, base: LoadedModel) -> LoadedModel:
     except (KeyError, ValueError) as exc:
         raise CheckpointError(directory / ADAPTER_CONFIG, f"invalid head: {exc}") from None
     tensors = read_safetensors(directory / ADAPTER_WEIGHTS)
-    model = head_on(base, head)
+    model = decoder_on(base) if head.task == "causal_lm" else head_on(base, head)
     if payload.get("lora"):
         lora = payload["lora"]
         apply_lora(model, LoRASettings(rank=lora["rank"], alpha=lora["alpha"], targets=tuple(lora["targets"])))

@@ -66,7 +66,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
             decay.append(param)
     if not decay and not no_decay:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # an empty group would break resuming: the optimizer's saved state is indexed by group
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def adamw(groups: list[dict[str, Any]], **options: Any) -> torch.optim.AdamW:
