@@ -1,4 +1,4 @@
-"""``megasense serve``: the HTTP API for sentiment, intents, emotions, slots and embeddings."""
+"""``megasense serve``: the HTTP API for sentiment, intents, emotions, slots, embeddings and chat."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def serve(
             "answers carry slots too [default: not served]."
         ),
     ] = None,
+    chat_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model behind the OpenAI-compatible POST /v1/chat/completions (streaming too): a decoder with a "
+            "chat template, such as smollm2-135m-instruct [default: not served]."
+        ),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="Device the models run on: cpu, cuda, cuda:1 [default: cpu].")
     ] = None,
@@ -59,7 +66,8 @@ def serve(
 ) -> None:
     """Serve sentiment (POST /v1/sentiment) and embeddings (POST /v1/embeddings) over HTTP, and with
     --intent-model / --emotion-model / --slots-model intents (POST /v1/intent), emotions (POST /v1/emotion)
-    and slots (POST /v1/slots; with an intent model too, each /v1/intent answer carries its slots).
+    and slots (POST /v1/slots; with an intent model too, each /v1/intent answer carries its slots), and with
+    --chat-model an OpenAI-compatible chat (POST /v1/chat/completions, "stream": true for server-sent events).
 
     Settings come from flags, then MEGASENSE_* environment variables, then --config FILE.toml;
     the OpenAPI docs are at /docs. Example:
@@ -69,6 +77,11 @@ def serve(
       curl -s localhost:8000/v1/sentiment -H 'content-type: application/json' -d '{"texts": ["love it", "meh"]}'
 
       curl -s localhost:8000/v1/intent -H 'content-type: application/json' -d '{"text": "wake me at 7", "top_k": 3}'
+
+      megasense serve --chat-model smollm2-135m-instruct   # then any OpenAI client, base_url http://localhost:8000/v1
+
+      curl -sN localhost:8000/v1/chat/completions -H 'content-type: application/json' \
+        -d '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 32, "stream": true}'
     """
     with user_errors():
         if hash_key is not None:
@@ -89,6 +102,7 @@ def serve(
             intent_model=intent_model,
             emotion_model=emotion_model,
             slots_model=slots_model,
+            chat_model=chat_model,
             device=device,
             precision=precision,
             workers=workers,

@@ -19,6 +19,9 @@ The classifiers (``/v1/sentiment``, ``/v1/intent``, ``/v1/emotion``) and the slo
 share one request shape and one path; each has its own batcher, and their answers differ only in the fields
 their task adds. With both an intent and a slots model, ``/v1/intent`` submits its texts to both batchers at
 once and each intent answer carries the text's ``slots``.
+
+``POST /v1/chat/completions`` (``service.chat``, with ``chat_model``) is OpenAI's chat API: its replies are
+generated on threads of their own, not through a batcher, and its invalid requests answer 400, as OpenAI's do.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from megasense.service.auth import KeyChecker
 from megasense.service.backends import Backend, load_backends
 from megasense.service.batching import DynamicBatcher, NotRunning, QueueFull
+from megasense.service.chat import CHAT_PATH, ChatBackend, ChatError, chat_router, load_chat_backend
 from megasense.service.gate import BODY_KEY, RequestGate, error_response, unparseable_body
 from megasense.service.metrics import ObserveRequests, ServiceMetrics
 from megasense.service.schemas import (
@@ -75,7 +79,8 @@ class ServiceError(Exception):
 @dataclass
 class _Served:
     backend: Backend
-    batcher: DynamicBatcher
+    batcher: DynamicBatcher | None
+    """None for the chat model, whose replies run on threads of their own (``service.chat``)."""
     routes: dict[str, _Served] = field(default_factory=dict)
     """A routing rule's models (``default``: sentiment-en, sentiment-multilingual), each servable alone."""
 
@@ -368,7 +373,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for backend in loader(settings):
+        loaded = list(loader(settings))
+        if settings.chat_model and not any(b.task == "chat" for b in loaded):
+            loaded.append(await asyncio.to_thread(load_chat_backend, settings))
+        for backend in loaded:
+            if isinstance(backend, ChatBackend):
+                state.served[backend.task] = _Served(backend, None)
+                continue
             served = _Served(backend, batcher(backend))
             for route in getattr(backend, "routes", list)():  # the same weights: the same model thread
                 served.routes[route.name] = _Served(route, batcher(route, served.batcher.executor))
@@ -382,11 +393,14 @@ def create_app(
             for served in state.served.values():
                 for route in served.routes.values():
                     await route.batcher.stop(settings.drain_timeout_s)
-                await served.batcher.stop(settings.drain_timeout_s)
+                if served.batcher is None:
+                    await served.backend.stop(settings.drain_timeout_s)
+                else:
+                    await served.batcher.stop(settings.drain_timeout_s)
 
     app = FastAPI(
         title="megasense",
-        summary="Sentiment, intents, emotions, slots and sentence embeddings from Megatron-style models",
+        summary="Sentiment, intents, emotions, slots, sentence embeddings and chat from Megatron-style models",
         version=_version(),
         lifespan=lifespan,
     )
@@ -402,6 +416,7 @@ def create_app(
         )
     _install_handlers(app, state)
     app.include_router(_router(state))
+    app.include_router(chat_router(state))
 
     @app.get("/health", summary="The process is alive (200 until it exits, also while it drains)")
     async def health() -> dict:
@@ -434,13 +449,16 @@ def _install_handlers(app: FastAPI, state: ServiceState) -> None:
         state.metrics.errors.labels(exc.type).inc()
         return error_response(exc.status, exc.type, exc.message, exc.headers)
 
+    app.add_exception_handler(ChatError, service_error)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             state.metrics.errors.labels("invalid_json").inc()
             return error_response(400, "invalid_json", _validation_message(exc))
         state.metrics.errors.labels("invalid_request").inc()
-        return error_response(422, "invalid_request", _validation_message(exc))
+        status = 400 if request.url.path == CHAT_PATH else 422  # OpenAI's API answers 400
+        return error_response(status, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -247,11 +247,15 @@ class EmbeddingResponse(BaseModel):
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
-    task: str = Field(description="`sentiment`, `intent`, `emotion`, `slots` or `embedding`.")
+    task: str = Field(description="`sentiment`, `intent`, `emotion`, `slots`, `embedding` or `chat`.")
     labels: list[str] = Field(default_factory=list, description="Classifiers: their labels; slots models: their tags.")
     oos_label: str | None = Field(None, description="The label that means out-of-scope (intent models that have one).")
     dimensions: int | None = None
-    max_tokens: int | None = Field(None, description="Embedding models: tokens read per text; longer ones are cut.")
+    max_tokens: int | None = Field(
+        None,
+        description="Embedding models: tokens read per text; longer ones are cut. Chat models: the context, the "
+        "conversation and the reply together (older turns are dropped to fit).",
+    )
     routes: list[str] | None = Field(
         None,
         description="A routing rule (`default`): the models it picks from by script; name one as `model` to use it "

@@ -20,6 +20,7 @@ TASK_SETTINGS = {
     "emotion": "emotion_model",
     "embedding": "embedding_model",
     "slots": "slots_model",
+    "chat": "chat_model",
 }
 """The setting that names each task's model (the flag is the same with dashes: ``--intent-model``)."""
 
@@ -44,6 +45,11 @@ class ServiceSettings(BaseSettings):
     """Model behind /v1/slots: a slot filler's directory (a token-classification model made by
     ``megasense.training.slots.train_slots``); unset or empty: not served. Served beside an intent model, it
     also fills the slots of every /v1/intent answer."""
+    chat_model: str | None = None
+    """Model behind /v1/chat/completions (OpenAI-compatible, streaming): a decoder with a chat template, such as
+    ``smollm2-135m-instruct``, or its directory; unset or empty: not served."""
+    chat_max_streams: int = Field(8, ge=1)
+    """Chat replies generated at once, each on its own thread; more wait for one (past max_queue_texts: 429)."""
     max_batch_size: int = Field(64, ge=1)
     """Most texts merged into one model call."""
     max_wait_ms: float = Field(5.0, ge=0)
@@ -74,7 +80,7 @@ class ServiceSettings(BaseSettings):
     --precision``: auto, fp32, bf16, int8, onnx, onnx-int8."""
     log_level: str = "info"
 
-    @field_validator("intent_model", "emotion_model", "slots_model", mode="before")
+    @field_validator("intent_model", "emotion_model", "slots_model", "chat_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -96,6 +102,7 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"api_keys_file: {self.api_keys_file} does not exist")
         for task in ("intent", "emotion", "slots"):
             _check_classifier_name(task, getattr(self, TASK_SETTINGS[task]))
+        _check_chat_name(self.chat_model)
         return self
 
     def classifier_models(self) -> dict[str, str]:
@@ -142,6 +149,26 @@ def _check_classifier_name(task: str, name: str | None) -> None:
             f"{setting}={name!r} is the shipped {shipped.task} model, not {a} {task} model; "
             f"name {a} {task} model ({fitting}) or a model directory"
         )
+
+
+def _check_chat_name(name: str | None) -> None:
+    """Refuse a shipped classifier or the routing rule as ``chat_model`` (a decoder is needed), and a name that is
+    neither a model megasense knows nor a path, before anything is loaded."""
+    if name is None:
+        return
+    from megasense.zoo.embedded import EMBEDDED, find_embedded
+    from megasense.zoo.shipped import ROUTER, find_shipped_model
+
+    shipped = find_shipped_model(name)
+    if name == ROUTER or shipped is not None:
+        what = "the sentiment routing rule" if shipped is None else f"the shipped {shipped.task} classifier"
+        raise ValueError(
+            f"chat_model={name!r} is {what}, not a chat model; name a decoder with a chat template "
+            "(smollm2-135m-instruct) or its directory"
+        )
+    if find_embedded(name) is None and not Path(name).expanduser().exists():
+        known = ", ".join(e.name for e in EMBEDDED)
+        raise ValueError(f"chat_model={name!r}: no such model directory, and not a model megasense knows ({known})")
 
 
 def load_settings(toml_file: str | Path | None = None, **flags: Any) -> ServiceSettings:
