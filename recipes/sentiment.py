@@ -182,9 +182,17 @@ def _size_lines(target: Path) -> list[str]:
         f"{lora['rank']} (alpha {lora['alpha']:g}) on every linear layer of the encoder (qkv, attention "
         "output, dense_h_to_4h, dense_4h_to_h), plus the layer norms and the classification head.",
         "- Traded for size: the encoder's own weights stay those of the base package (full fine-tuning would ship "
-        "a 45 MB fp16 copy of MiniLM, over the 20 MB limit); the low-rank update is what the model learned.",
+        f"a {_base_mb(target):.0f} MB fp16 copy of the base, over the 20 MB limit); the low-rank update is what the "
+        "model learned.",
         "",
     ]
+
+
+def _base_mb(target: Path) -> float:
+    """The base encoder's weights in fp16, in MB (what shipping a fully fine-tuned copy would weigh)."""
+    base = json.loads((target / "adapter.json").read_text(encoding="utf-8"))["base"]
+    model = load_model(base).model
+    return 2 * sum(p.numel() for p in model.parameters()) / 1e6
 
 
 def _curve(history: list[dict]) -> list[dict]:
