@@ -477,10 +477,9 @@ def test_template_replies_in_english():
         suggestions=[ALARMS, WEATHER],
     )
     assert oos == "Sorry, I can't help with that yet. You can ask me about Alarms or Weather."
-    for text in (reply, weather, oos):  # the fallback passes the checks it stands in for (the slots ground it)
-        assert check_reply(text, feature=ALARMS, catalogue=CATALOGUE, grounding="7 am tomorrow friday Paris") is None, (
-            text
-        )
+    for text, feature in ((reply, ALARMS), (weather, WEATHER), (oos, None)):  # the fallback passes the checks
+        grounding = "7 am tomorrow friday Paris"  # the slots ground it
+        assert check_reply(text, feature=feature, catalogue=CATALOGUE, grounding=grounding) is None, text
 
 
 def test_template_replies_in_chinese():

@@ -252,7 +252,7 @@ def check_reply(
     capability no catalogue feature mentions; a number, month or weekday that neither ``grounding`` (the
     user's words and slots) nor the grounded feature's facts hold (a small model invents balances, dates
     and populations); the wrong language (``language``, default the catalogue's); in English, no content word
-    shared with the grounded feature or the request (off topic).
+    shared with the grounded feature's name, description or examples (off topic).
     """
     language = language or catalogue.language
     _check_language(language)
@@ -283,8 +283,8 @@ def check_reply(
     problem = _wrong_language(text, language)
     if problem:
         return problem
-    if feature is not None and language == "en" and not _on_topic(text, feature, grounding):
-        return f"off topic: says nothing of {feature.name} or the request"
+    if feature is not None and language == "en" and not _on_topic(text, feature):
+        return f"off topic: says nothing of {feature.name}"
     return None
 
 
@@ -295,10 +295,11 @@ def _content_words(text: str) -> set[str]:
     return {w[:5] for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in ENGLISH_STOP_WORDS}
 
 
-def _on_topic(text: str, feature: Feature, grounding: str) -> bool:
-    """The reply shares a content word with the feature (name, description, examples) or the request: a
-    grounded reply talks about what was asked; "That's a great idea! I'll keep an eye out" does not."""
-    about = _content_words(" ".join((feature.name, feature.description, *feature.examples, grounding)))
+def _on_topic(text: str, feature: Feature) -> bool:
+    """The reply shares a content word with the grounded feature (name, description, examples): a grounded
+    reply talks about the feature; "That's a great idea! I'll keep an eye out" does not, and neither does an
+    answer that only echoes the request ("to get to the bowling alley you'll need a taxi")."""
+    about = _content_words(" ".join((feature.name, feature.description, *feature.examples)))
     return bool(_content_words(text) & about)
 
 

@@ -43,6 +43,16 @@ def serve(
             "chat template, such as smollm2-135m-instruct [default: not served]."
         ),
     ] = None,
+    assistant_catalogue: Annotated[
+        Path | None,
+        typer.Option(
+            help="A feature catalogue (TOML) for POST /v1/assist, the product assistant; with --chat-model also the "
+            "model 'assistant' of /v1/chat/completions [default: not served]."
+        ),
+    ] = None,
+    assistant_history: Annotated[
+        Path | None, typer.Option(help="Usage history (JSONL) for the assistant's user profiles.")
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="Device the models run on: cpu, cuda, cuda:1 [default: cpu].")
     ] = None,
@@ -67,7 +77,8 @@ def serve(
     """Serve sentiment (POST /v1/sentiment) and embeddings (POST /v1/embeddings) over HTTP, and with
     --intent-model / --emotion-model / --slots-model intents (POST /v1/intent), emotions (POST /v1/emotion)
     and slots (POST /v1/slots; with an intent model too, each /v1/intent answer carries its slots), and with
-    --chat-model an OpenAI-compatible chat (POST /v1/chat/completions, "stream": true for server-sent events).
+    --chat-model an OpenAI-compatible chat (POST /v1/chat/completions, "stream": true for server-sent events),
+    and with --assistant-catalogue the product assistant (POST /v1/assist).
 
     Settings come from flags, then MEGASENSE_* environment variables, then --config FILE.toml;
     the OpenAPI docs are at /docs. Example:
@@ -82,6 +93,10 @@ def serve(
 
       curl -sN localhost:8000/v1/chat/completions -H 'content-type: application/json' \
         -d '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 32, "stream": true}'
+
+      megasense serve --assistant-catalogue examples/assistant/smart-speaker.toml --chat-model smollm2-135m-instruct
+
+      curl -s localhost:8000/v1/assist -H 'content-type: application/json' -d '{"text": "set an alarm for seven"}'
     """
     with user_errors():
         if hash_key is not None:
@@ -103,6 +118,8 @@ def serve(
             emotion_model=emotion_model,
             slots_model=slots_model,
             chat_model=chat_model,
+            assistant_catalogue=None if assistant_catalogue is None else str(assistant_catalogue),
+            assistant_history=None if assistant_history is None else str(assistant_history),
             device=device,
             precision=precision,
             workers=workers,

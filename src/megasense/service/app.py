@@ -38,6 +38,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from megasense.assistant.assistant import AssistantResponder
+from megasense.service.assist import assistant_router, load_assistant
 from megasense.service.auth import KeyChecker
 from megasense.service.backends import Backend, load_backends
 from megasense.service.batching import DynamicBatcher, NotRunning, QueueFull
@@ -96,6 +98,8 @@ class ServiceState:
         self.draining = False
         """SIGTERM was received: /ready answers 503, new requests are refused, those in flight finish."""
         self.served: dict[str, _Served] = {}  # task -> model and its batcher
+        self.assistant = None
+        """The product assistant (``service.assist``), with ``assistant_catalogue``."""
 
     def begin_drain(self) -> None:
         """Stop taking requests (readiness flips now; liveness stays until the process exits)."""
@@ -384,6 +388,15 @@ def create_app(
             for route in getattr(backend, "routes", list)():  # the same weights: the same model thread
                 served.routes[route.name] = _Served(route, batcher(route, served.batcher.executor))
             state.served[backend.task] = served
+        if settings.assistant_catalogue:
+            state.assistant = await asyncio.to_thread(load_assistant, settings)
+            chat = state.served.get("chat")
+            if chat is not None and state.assistant.generator is not None:  # the model `assistant` of the chat API
+                responder = AssistantResponder(state.assistant)
+                backend = ChatBackend(
+                    responder, max_streams=settings.chat_max_streams, max_waiting=settings.max_queue_texts
+                )
+                chat.routes[responder.name] = _Served(backend, None)
         state.ready = True
         log.info("megasense service ready: %s", ", ".join(f"{t}={s.backend.name}" for t, s in state.served.items()))
         try:
@@ -392,7 +405,10 @@ def create_app(
             state.begin_drain()  # /ready turns false before the in-flight work is drained
             for served in state.served.values():
                 for route in served.routes.values():
-                    await route.batcher.stop(settings.drain_timeout_s)
+                    if route.batcher is None:
+                        await route.backend.stop(settings.drain_timeout_s)
+                    else:
+                        await route.batcher.stop(settings.drain_timeout_s)
                 if served.batcher is None:
                     await served.backend.stop(settings.drain_timeout_s)
                 else:
@@ -417,6 +433,7 @@ def create_app(
     _install_handlers(app, state)
     app.include_router(_router(state))
     app.include_router(chat_router(state))
+    app.include_router(assistant_router(state))
 
     @app.get("/health", summary="The process is alive (200 until it exits, also while it drains)")
     async def health() -> dict:

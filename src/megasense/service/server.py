@@ -18,7 +18,9 @@ import os
 import uvicorn
 
 from megasense.service.app import create_app
+from megasense.service.assist import check_assistant_files
 from megasense.service.backends import check_model_names, load_backends
+from megasense.service.chat import load_chat_backend
 from megasense.service.settings import ServiceSettings
 
 _SETTINGS_ENV = "MEGASENSE_SERVICE_SETTINGS_JSON"
@@ -57,6 +59,10 @@ def serve(settings: ServiceSettings) -> None:
         )
         return
     backends = load_backends(settings)  # here, not in the lifespan: a failure is the CLI's one-line error
+    if settings.chat_model:
+        backends.append(load_chat_backend(settings))
+    if settings.assistant_catalogue:  # the files, before any model loads: a mistake in them is one line too
+        check_assistant_files(settings)
     config = uvicorn.Config(
         create_app(settings, backends=lambda _: backends),
         host=settings.host,

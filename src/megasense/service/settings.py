@@ -48,6 +48,13 @@ class ServiceSettings(BaseSettings):
     chat_model: str | None = None
     """Model behind /v1/chat/completions (OpenAI-compatible, streaming): a decoder with a chat template, such as
     ``smollm2-135m-instruct``, or its directory; unset or empty: not served."""
+    assistant_catalogue: str | None = None
+    """A product's feature catalogue (TOML) for POST /v1/assist, the assistant (intent_model or intent-en,
+    emotion_model or emotion-en, the sentiment model, replies from chat_model or templates); with chat_model it
+    is also the model ``assistant`` of /v1/chat/completions. Unset or empty: not served."""
+    assistant_history: str | None = None
+    """Usage history (JSONL: time, user, feature, event) the assistant learns co-use from and finds a request's
+    ``user`` profile in."""
     chat_max_streams: int = Field(8, ge=1)
     """Chat replies generated at once, each on its own thread; more wait for one (past max_queue_texts: 429)."""
     max_batch_size: int = Field(64, ge=1)
@@ -80,7 +87,15 @@ class ServiceSettings(BaseSettings):
     --precision``: auto, fp32, bf16, int8, onnx, onnx-int8."""
     log_level: str = "info"
 
-    @field_validator("intent_model", "emotion_model", "slots_model", "chat_model", mode="before")
+    @field_validator(
+        "intent_model",
+        "emotion_model",
+        "slots_model",
+        "chat_model",
+        "assistant_catalogue",
+        "assistant_history",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
