@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import os
 import resource
+import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,3 +45,27 @@ def read_texts(relative: str, column: str = "text", limit: int | None = None) ->
             if limit and len(texts) >= limit:
                 break
     return texts
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(proc: subprocess.Popen, url: str, seconds: float) -> None:
+    """Wait until the service at ``url`` answers ``/ready`` with 200; kill it and raise if it does not in time."""
+    import httpx
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited with status {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the service did not become ready within {seconds:.0f} s")

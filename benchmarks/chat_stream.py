@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from _common import free_port, wait_ready
+
 TOPICS = ["the sea", "a lighthouse", "a city at night", "a long train ride", "a mountain village", "a robot gardener",
           "an old library", "a winter market", "a desert crossing", "a tiny island"]  # fmt: skip
 
@@ -38,12 +39,6 @@ TOPICS = ["the sea", "a lighthouse", "a city at night", "a long train ride", "a 
 def prompts(n: int) -> list[list[dict]]:
     topics = [TOPICS[i % len(TOPICS)] for i in range(n)]
     return [[{"role": "user", "content": f"Write a long, detailed story about {topic}."}] for topic in topics]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(model: str, device: str, streams: int, threads: int | None) -> tuple[subprocess.Popen, str]:
@@ -55,18 +50,8 @@ def start_server(model: str, device: str, streams: int, threads: int | None) -> 
         env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads in the server
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited with status {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the service did not become ready within 300 s")
+    wait_ready(proc, url, 300)
+    return proc, url
 
 
 async def one_stream(http: httpx.AsyncClient, url: str, messages: list[dict], max_tokens: int) -> dict:

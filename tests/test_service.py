@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 
 import httpx
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from _live import serving  # noqa: E402
 from megasense.predictors.results import SentimentResult  # noqa: E402
 from megasense.service.app import create_app  # noqa: E402
 from megasense.service.auth import hash_key  # noqa: E402
@@ -246,24 +246,10 @@ def test_arbitrary_json_and_unicode_never_give_a_500(client, body, path):
 @pytest.fixture
 def live(tiny_embedder):
     """A real uvicorn server on a free loopback port, in a thread, with a slow backend."""
-    import socket
-
-    import uvicorn
-
     backend = EchoSentiment(delay=0.02)
     app = create_app(_settings(max_batch_size=32, max_queue_texts=64), backends=lambda s: [backend])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", backend
-    server.should_exit = True
-    thread.join(timeout=20)
+    with serving(app, start_timeout=20) as url:
+        yield url, backend
 
 
 def test_concurrent_clients_each_get_their_own_results_and_batches_merge(live):

@@ -6,9 +6,7 @@ streams at once, a responder that replaces the reply, and a schema fuzz with a t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import threading
 import time
 
@@ -19,6 +17,7 @@ import torch
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from _live import serving  # noqa: E402
 from megasense.config import GenerationConfig  # noqa: E402
 from megasense.errors import ConfigError, MegasenseInputError  # noqa: E402
 from megasense.predictors.generation import ChatPrompt, ChatStream, TextGenerator  # noqa: E402
@@ -79,32 +78,12 @@ class Watched:
         return stream
 
 
-@contextlib.contextmanager
-def _serving(app):
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def live(smol):
     """The real model (its whole context) behind a live uvicorn on a free loopback port."""
     watched = Watched(ModelResponder(NAME, TextGenerator(smol)))
     backend = ChatBackend(watched)
-    with _serving(create_app(_settings(), backends=lambda s: [backend])) as url:
+    with serving(create_app(_settings(), backends=lambda s: [backend])) as url:
         yield url, backend, watched
 
 

@@ -8,22 +8,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from megasense.cli.sentiment import LOOP_OPTIONS
+
 err = Console(stderr=True)
 
-CHAT_OPTIONS = (
-    "epochs",
-    "max_steps",
-    "lr",
-    "batch_size",
-    "max_length",
-    "lora",
-    "lora_rank",
-    "patience",
-    "eval_every",
-    "bf16",
-    "seed",
-    "checkpoint_dir",
-)
+CHAT_OPTIONS = (*LOOP_OPTIONS, "bf16", "seed", "checkpoint_dir")
 """``train`` options chat training takes; those not given keep chat training's own defaults (LoRA on, max_length
 1024, epochs 2 or as many as --max-steps needs)."""
 

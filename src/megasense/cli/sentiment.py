@@ -242,20 +242,10 @@ def evaluate(
             err.print(f"wrote the report to {report}", highlight=False)
 
 
-SLOT_OPTIONS = (
-    "epochs",
-    "max_steps",
-    "lr",
-    "batch_size",
-    "max_length",
-    "lora",
-    "lora_rank",
-    "patience",
-    "eval_every",
-    "monitor",
-    "bf16",
-    "seed",
-)
+LOOP_OPTIONS = ("epochs", "max_steps", "lr", "batch_size", "max_length", "lora", "lora_rank", "patience", "eval_every")
+"""``train`` options of the training loop itself, which every task takes."""
+
+SLOT_OPTIONS = (*LOOP_OPTIONS, "monitor", "bf16", "seed")
 """``train`` options that slot training takes; those left at their default keep slot training's own defaults."""
 
 
