@@ -24,19 +24,16 @@ from megasense.formats.release import LoadedModel, save_release
 from megasense.models import GPTModel, weights_for_saving
 from megasense.predictors.generation import TextGenerator
 from megasense.tokenization import SpecialTokens, Tokenizer
-from megasense.training.chat import (
+from megasense.training.chat import ChatTrainConfig, evaluate_chat_perplexity, finetune_chat, train_chat
+from megasense.training.chat_data import (
     IGNORE,
     ChatDataError,
-    ChatTrainConfig,
     Conversation,
     assistant_token_mask,
     encode_conversation,
-    evaluate_chat_perplexity,
-    finetune_chat,
     read_conversations,
     render_chat,
     split_holdout,
-    train_chat,
 )
 from megasense.training.checkpoint import TrainingCheckpoints
 from megasense.zoo.load import load_model

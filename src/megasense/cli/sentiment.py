@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from megasense.cli.errors import user_errors
+from megasense.cli.train_options import LOOP_OPTIONS
 from megasense.files.progress import progress_bar
 
 console = Console()
@@ -241,9 +242,6 @@ def evaluate(
                 json.dump(result, handle, indent=2, ensure_ascii=False)
             err.print(f"wrote the report to {report}", highlight=False)
 
-
-LOOP_OPTIONS = ("epochs", "max_steps", "lr", "batch_size", "max_length", "lora", "lora_rank", "patience", "eval_every")
-"""``train`` options of the training loop itself, which every task takes."""
 
 SLOT_OPTIONS = (*LOOP_OPTIONS, "monitor", "bf16", "seed")
 """``train`` options that slot training takes; those left at their default keep slot training's own defaults."""
