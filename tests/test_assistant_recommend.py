@@ -127,14 +127,16 @@ def test_catalogue_duplicate_id():
 
 def test_shipped_catalogues_map_only_real_intent_labels():
     labels = set(json.loads((ROOT / "src/megasense/assets/intent-en/adapter.json").read_text())["head"]["labels"])
-    for path, language in ((SHIPPED, "en"), (SHIPPED_ZH, "zh")):
+    # Chinese requests are matched by meaning alone (no intent model reads them), so the zh catalogue's
+    # features list more ways of asking (benchmarks/assistant_recommend_zh.py).
+    for path, language, most_examples in ((SHIPPED, "en", 4), (SHIPPED_ZH, "zh", 12)):
         catalogue = load_catalogue(path)
         assert catalogue.language == language
         assert catalogue.intents <= labels - {"oos"}, catalogue.intents - labels
         served = [intent for feature in catalogue for intent in feature.intents]
         assert len(served) == len(set(served)), "an intent maps to more than one feature"
         assert [f.id for f in catalogue.help_features] == ["help"]
-        assert all(2 <= len(f.examples) <= 4 for f in catalogue)
+        assert all(2 <= len(f.examples) <= most_examples for f in catalogue)
     assert 20 <= len(load_catalogue(SHIPPED)) <= 30
 
 
