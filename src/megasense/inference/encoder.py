@@ -25,6 +25,17 @@ class EncoderSettings:
     max_batch_size: int = 128
     """Upper bound on sequences per batch."""
 
+    @classmethod
+    def for_device(cls, device: torch.device | str) -> EncoderSettings:
+        """The defaults for a device. On a CPU, small batches (16 sequences, 2,048 padded tokens): a CPU's cost
+        per token hardly falls with the batch, so the only saving is padding, and small length-sorted batches
+        pad least. Measured with sentiment-en on forum texts, 2 cores, 2 threads: 376 texts/s for calls of 64
+        texts and 449 for calls of 512, against 237 and 337 with the GPU-sized 128 / 8,192; calls of 4 texts
+        are unchanged (256-260). On a GPU a batch costs little more than one sequence: large ones."""
+        if torch.device(device).type == "cpu":
+            return cls(max_batch_tokens=2048, max_batch_size=16)
+        return cls()
+
 
 def plan_batches(lengths: Sequence[int], settings: EncoderSettings) -> list[list[int]]:
     """Indices grouped into length-sorted batches within the token and size budgets."""
@@ -61,7 +72,7 @@ class EncoderEngine:
         self.model = with_precision(model.eval(), self.precision)
         self._device = device
         self.pad_id = pad_id
-        self.settings = settings or EncoderSettings()
+        self.settings = settings or EncoderSettings.for_device(device)
         # Which tensor of the model's output dataclass to collect (logits, embeddings, hidden states).
         self.output = output or _default_output
 
