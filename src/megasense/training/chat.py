@@ -52,7 +52,7 @@ from megasense.training.chat_data import (
     split_holdout,
 )
 from megasense.training.checkpoint import STATE, TrainingCheckpoints
-from megasense.training.finetune import BucketedBatches
+from megasense.training.finetune import BucketedBatches, config_and_reproduce_lines
 from megasense.training.trainer import Trainer, TrainResult
 
 DEFAULT_BASE = "smollm2-135m-instruct"
@@ -595,16 +595,7 @@ def chat_card(
         f"- steps: {result.train.steps} (best at step {result.train.best_step}), {result.seconds:.0f} s"
         + (", stopped early" if result.train.stopped_early else "")
         + (f", resumed from step {result.resumed_from}" if result.resumed_from else ""),
-        "- config (`ChatTrainConfig`):",
-        "",
-        "```json",
-        json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False),
-        "```",
-        "",
-        "## Reproduce",
-        "",
-        f"    {command}",
-        "",
+        *config_and_reproduce_lines("ChatTrainConfig", cfg.to_dict(), command),
     ]
     return "\n".join(lines)
 

@@ -856,10 +856,17 @@ def card_training_lines(result: FinetuneResult, command: str) -> list[str]:
         f"- steps: {result.train.steps} (best at step {result.train.best_step}), "
         f"{result.train.samples_per_s:.1f} samples/s, {result.seconds:.0f} s"
         + (", stopped early" if result.train.stopped_early else ""),
-        "- config (`FinetuneConfig`):",
+        *config_and_reproduce_lines("FinetuneConfig", result.config.to_dict(), command),
+    ]
+
+
+def config_and_reproduce_lines(kind: str, config: dict, command: str) -> list[str]:
+    """A model card's training config as JSON and its "Reproduce" section (the command that made it)."""
+    return [
+        f"- config (`{kind}`):",
         "",
         "```json",
-        json.dumps(result.config.to_dict(), indent=2, ensure_ascii=False),
+        json.dumps(config, indent=2, ensure_ascii=False),
         "```",
         "",
         "## Reproduce",
