@@ -129,6 +129,12 @@ def test_follow_up_keeps_the_intent_and_carries_the_city():
     assert second.reply_source == "template" and "Paris" in second.reply
 
 
+def test_a_bare_number_is_a_time_for_an_alarm_and_a_number_elsewhere():
+    assistant = make_assistant()
+    assert assistant.assist("set an alarm for seven").turn.slots == {"time": "seven"}
+    assert assistant.assist("set a timer for seven").turn.slots.get("time") is None
+
+
 def test_grounded_model_reply_is_kept_when_it_passes_the_checks():
     generator = FakeGenerator("Sure, Alarms can wake you at seven.")
     result = make_assistant(generator).assist("set an alarm for seven")

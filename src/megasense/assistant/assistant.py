@@ -41,6 +41,9 @@ from megasense.predictors.language import dominant_script
 REPLY_CONFIG = GenerationConfig(max_new_tokens=48, repetition_penalty=1.1)
 """Greedy, short: a grounded reply is one or two sentences."""
 
+CLOCK_INTENTS = frozenset({"alarm", "reminder", "reminder_update", "schedule_meeting", "calendar_update"})
+"""Intents (``intent-en``'s) whose bare number ("wake me at seven", "for seven") is a time of day."""
+
 MAX_SENTENCES = 2
 """A generated reply is kept to this many sentences."""
 
@@ -266,12 +269,15 @@ class Assistant:
         return result
 
     def _in_context(self, reading: Reading, session: Session, *, k: int) -> AssistResult:
+        slots = reading.entities.slots()
+        if reading.intent in CLOCK_INTENTS and "number" in slots and "time" not in slots:
+            slots["time"] = slots.pop("number")  # "set an alarm for seven": a bare number is a clock time here
         turn = session.state.update(
             reading.text,
             intent=reading.intent,
             intent_score=reading.intent_score,
             out_of_scope=reading.out_of_scope,
-            slots=reading.entities.slots(),
+            slots=slots,
         )
         recommendations = self.recommender.recommend(
             reading.text,
