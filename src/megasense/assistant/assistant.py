@@ -131,8 +131,9 @@ class Session:
 class Assistant:
     """Intent, emotion, sentiment, slots, recommendation and replies over one feature catalogue.
 
-    Every model is optional except the intent model: without an emotion model there is no help-first
-    rule, without a chat model every reply is a template. Build one with ``Assistant.load``."""
+    Every model is optional: without an intent model requests are matched by meaning alone (as Chinese ones
+    are with ``intent-en``), without an emotion model there is no help-first rule, without a chat model every
+    reply is a template. Build one with ``Assistant.load``."""
 
     def __init__(
         self,
