@@ -1,91 +1,176 @@
-"""Decoder generation with a KV cache on the SmolLM2-135M shape: megasense vs transformers' generate.
+"""Greedy decoding speed of SmolLM2-135M-Instruct: transformers, megasense at each precision, llama.cpp.
 
-Same random weights in both (speed does not depend on their values), greedy decoding of a fixed
-number of new tokens (end-of-sequence disabled), batch 1 and 8, fp32 on CPU. Prints tokens/s and the
-ratio (goal: >= 1.5x). Decoding at small batch reads every weight once per token, so fp32 speed is
-bound by memory bandwidth in both; a second megasense row runs the same model with bf16 weights
-(half the bytes; AMX kernels where the CPU has them) and reports how many greedy tokens still agree.
+All run in one process on the same weights (the embedded Q4_1 GGUF, dequantised; transformers gets them
+copied across) and the same chat prompts, batch 1 and batch 8, with the same torch thread count. Each side
+generates exactly ``--new-tokens`` tokens (``min_new_tokens`` = ``max_new_tokens``, the same rule on both
+sides), and the runs alternate (transformers, then each megasense precision, ``--repeats`` rounds) so that
+load from other processes on a shared machine hits all alike. Ratios are the median over rounds of
+transformers' time over ours, by wall clock and by CPU time (on a machine shared by many processes the CPU
+time a run consumed is the steadier measure of its work); tok/s is the best round's.
 
-    python benchmarks/generation.py [--new-tokens 64] [--prompt-tokens 32]
+Per precision it prints tokens/s, the ratio to transformers and how many of its greedy sequences equal
+transformers' fp32 ones (with the share of tokens before the first difference): the quality delta of the
+quantised paths. llama.cpp (PyPI ``llama-cpp-python``, optional) runs the GGUF itself, batch 1 only (its
+Python API decodes one sequence at a time), and is skipped with a note where it is not installed.
+
+The last line is ``b1 N.NNx b8 N.NNx``: megasense's default precision (``auto``) over transformers, in tokens/s.
+
+    python benchmarks/generation.py [--new-tokens 32] [--threads 2] [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import transformers
 
 from megasense.config import GenerationConfig
-from megasense.formats.hf import keys as hf
-from megasense.inference.generation import GenerationEngine
-from megasense.models import materialize
+from megasense.formats.hf.directory import write_hf_dir
+from megasense.inference.generation import GenerationEngine, resolve_generation_precision
+from megasense.zoo.load import load_model
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Explain photosynthesis in one sentence.",
+    "Write a haiku about the sea.",
+    "Why is the sky blue?",
+    "Give three tips for studying for an exam.",
+    "What does a CPU do?",
+    "Summarize the plot of Romeo and Juliet.",
+    "How do vaccines work?",
+]
+PRECISIONS = ("fp32", "fp32-packed", "bf16", "int8", "int4")
+
+
+def hf_reference(loaded) -> transformers.PreTrainedModel:
+    """transformers' Llama with the very weights megasense loaded (exported, then read by from_pretrained)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = loaded.model.state_dict()
+        write_hf_dir(Path(tmp) / "hf", config=loaded.config, head=loaded.head, state_dict=state)
+        model = transformers.AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype=torch.float32).eval()
+    ids = torch.tensor([loaded.tokenizer.encode("The quick brown fox jumps over the lazy dog")])
+    with torch.inference_mode():  # the copy must compute what megasense computes
+        ours = loaded.model(ids).logits[..., : loaded.config.vocab_size]
+        torch.testing.assert_close(model(ids).logits, ours, atol=1e-4, rtol=0)
+    return model
+
+
+def run_hf(model, prompts: list[list[int]], new: int, pad: int, eos: int) -> tuple[tuple[float, float], list]:
+    P = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (P - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts])
+    start, cpu = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        out = model.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=eos,  # the end token min_new_tokens holds back, as on megasense's side
+        )
+    return (time.perf_counter() - start, time.process_time() - cpu), out[:, P:].tolist()
+
+
+def run_ours(engine: GenerationEngine, prompts: list[list[int]], new: int) -> tuple[tuple[float, float], list]:
+    start, cpu = time.perf_counter(), time.process_time()
+    out = engine.generate(prompts, GenerationConfig(max_new_tokens=new, min_new_tokens=new))
+    return (time.perf_counter() - start, time.process_time() - cpu), [g.tokens for g in out]
+
+
+def agreement(ours: list[list[int]], theirs: list[list[int]]) -> tuple[int, float]:
+    """Sequences equal, and the share of tokens before each sequence's first difference."""
+    prefix = 0
+    for a, b in zip(ours, theirs):
+        prefix += next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return sum(a == b for a, b in zip(ours, theirs)), prefix / max(1, sum(len(b) for b in theirs))
+
+
+def llama_cpp_row(path, prompt: list[int], new: int, threads: int) -> str:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return (
+            "llama.cpp: skipped (llama-cpp-python is not installed: PyPI has no wheel for this platform and a "
+            "source build did not finish in 5 minutes here)"
+        )
+    llm = Llama(model_path=str(path), n_ctx=len(prompt) + new + 8, n_threads=threads, verbose=False)
+    llm.generate(prompt, top_k=1, temp=0.0)  # warm-up: load the weights
+    llm.reset()
+    start, out = time.perf_counter(), []
+    for token in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+        out.append(token)
+        if len(out) == new:
+            break
+    return f"llama.cpp Q4_1 (batch 1): {new / (time.perf_counter() - start):7.1f} tok/s"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        intermediate_size=1536,
-        max_position_embeddings=8192,
-        rope_theta=100000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    ref = transformers.LlamaForCausalLM(config).eval()
-    sd, hc = ref.state_dict(), config.to_dict()
-    cfg = hf.model_config_from_hf(hc, sd)
-    engine = GenerationEngine(
-        materialize(cfg, hf.head_config_from_hf(hc, sd), hf.state_dict_from_hf(hc, sd, cfg)),
-        eos_token_ids=[],
-        pad_token_id=0,
-    )
-    half_model = materialize(cfg, hf.head_config_from_hf(hc, sd), hf.state_dict_from_hf(hc, sd, cfg))
-    half = GenerationEngine(half_model.to(torch.bfloat16), eos_token_ids=[], pad_token_id=0)
-    gen = GenerationConfig(max_new_tokens=args.new_tokens)
+    torch.set_num_threads(args.threads)
+    loaded = load_model("smollm2-135m-instruct")
+    tok = loaded.tokenizer
+    ref = hf_reference(loaded)
+    engines = {
+        p: GenerationEngine(loaded.model, eos_token_ids=[tok.eos_id], pad_token_id=tok.pad_id, precision=p)
+        for p in args.precisions
+    }
+    for engine in engines.values():
+        _ = engine.decoder  # pack the weights before timing
+    default = resolve_generation_precision("auto", "cpu", loaded.model)
+    prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": q}])) for q in QUESTIONS]
     print(
-        f"SmolLM2-135M shape, prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens, "
-        f"threads {torch.get_num_threads()}"
+        f"SmolLM2-135M-Instruct, {args.new_tokens} new tokens, threads {args.threads}, best of {args.repeats} "
+        f"alternating rounds; default precision auto = {default}"
     )
+    for p, engine in engines.items():
+        if engine.decoder is not None:
+            print(f"  {p}: {engine.decoder.nbytes() / 1e6:.0f} MB of weights read per token")
+    ratios = {}
     for batch in args.batches:
-        prompts = torch.randint(3, 49152, (batch, args.prompt_tokens))
-        with torch.inference_mode():
-            ref.generate(prompts, max_new_tokens=4, min_new_tokens=4, do_sample=False)  # warm-up
-            start = time.perf_counter()
-            a = ref.generate(prompts, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
-            t_ref = time.perf_counter() - start
-        engine.generate(prompts.tolist(), GenerationConfig(max_new_tokens=4))  # warm-up
-        start = time.perf_counter()
-        b = engine.generate(prompts.tolist(), gen)
-        t_ours = time.perf_counter() - start
-        same = all(a[i, args.prompt_tokens :].tolist() == b[i].tokens for i in range(batch))
+        chosen = prompts[:batch]
+        run_hf(ref, chosen, 2, tok.pad_id, tok.eos_id)  # warm-up
+        for engine in engines.values():
+            run_ours(engine, chosen, 2)
+        times: dict[str, list[tuple[float, float]]] = {"transformers": []}
+        outputs: dict[str, list[list[int]]] = {}
+        for _ in range(args.repeats):
+            seconds, outputs["transformers"] = run_hf(ref, chosen, args.new_tokens, tok.pad_id, tok.eos_id)
+            times["transformers"].append(seconds)
+            for p, engine in engines.items():
+                seconds, outputs[p] = run_ours(engine, chosen, args.new_tokens)
+                times.setdefault(p, []).append(seconds)
         n = batch * args.new_tokens
-        print(
-            f"batch {batch}: transformers {n / t_ref:7.1f} tok/s | megasense {n / t_ours:7.1f} tok/s | "
-            f"ratio {t_ref / t_ours:.2f}x | identical tokens: {same}"
-        )
-        half.generate(prompts.tolist(), GenerationConfig(max_new_tokens=4))  # warm-up
-        start = time.perf_counter()
-        c = half.generate(prompts.tolist(), gen)
-        t_half = time.perf_counter() - start
-        agree = sum(x == y for i in range(batch) for x, y in zip(b[i].tokens, c[i].tokens)) / n
-        print(
-            f"batch {batch}: megasense bf16 {n / t_half:7.1f} tok/s | ratio to transformers fp32 "
-            f"{t_ref / t_half:.2f}x | greedy tokens equal to fp32: {agree:.0%}"
-        )
+        base = times["transformers"]
+        print(f"batch {batch}: transformers fp32 {n / min(t[0] for t in base):7.1f} tok/s")
+        for p in engines:
+            # per round: transformers' time over ours, wall clock and CPU time; the median round counts
+            wall = statistics.median(b[0] / o[0] for b, o in zip(base, times[p]))
+            cpu = statistics.median(b[1] / o[1] for b, o in zip(base, times[p]))
+            same, prefix = agreement(outputs[p], outputs["transformers"])
+            print(
+                f"batch {batch}: megasense {p:<11} {n / min(t[0] for t in times[p]):7.1f} tok/s | {wall:5.2f}x "
+                f"(CPU time {cpu:5.2f}x) | greedy sequences equal to transformers: {same}/{batch} "
+                f"({prefix:.0%} of tokens before the first difference)"
+            )
+            ratios[(batch, p)] = wall
+    from megasense.zoo.embedded import find_embedded, package_path
+
+    gguf = package_path(find_embedded("smollm2-135m-instruct"))
+    print(llama_cpp_row(gguf, prompts[0], args.new_tokens, args.threads))
+    print(" ".join(f"b{b} {ratios.get((b, default), float('nan')):.2f}x" for b in args.batches))
 
 
 if __name__ == "__main__":

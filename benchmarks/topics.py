@@ -18,6 +18,7 @@ plus noise (the clustering sees N distinct points of realistic structure).
 
     python benchmarks/topics.py                       # both corpora, 3 seeds
     python benchmarks/topics.py --corpus clinc --seeds 0
+    python benchmarks/topics.py --merge-to 5 10     # also merged to 5 and 10 topics (--topics N)
     python benchmarks/topics.py --corpus none --throughput 100000
 """
 
@@ -87,16 +88,16 @@ def _umap(seed: int):
     return UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=seed, n_jobs=1)
 
 
-def run_megasense(texts, vectors, seed):
+def run_megasense(texts, vectors, seed, n_topics=None):
     from megasense.analytics.topics import TopicModel
 
-    model = TopicModel(reducer=_umap(seed), seed=seed)
+    model = TopicModel(reducer=_umap(seed), seed=seed, n_topics=n_topics)
     started = time.perf_counter()
     topics = model.fit_transform(texts, vectors)
     return topics, time.perf_counter() - started
 
 
-def run_bertopic(texts, vectors, seed, chinese_text: bool):
+def run_bertopic(texts, vectors, seed, chinese_text: bool, n_topics=None):
     from bertopic import BERTopic
 
     options = {}
@@ -106,6 +107,8 @@ def run_bertopic(texts, vectors, seed, chinese_text: bool):
         from megasense.analytics.text import Segmenter
 
         options["vectorizer_model"] = CountVectorizer(analyzer=Segmenter())
+    if n_topics:
+        options["nr_topics"] = n_topics  # BERTopic's own merging: agglomerative on c-TF-IDF topic vectors
     model = BERTopic(umap_model=_umap(seed), **options)
     started = time.perf_counter()
     topics, _ = model.fit_transform(texts, embeddings=vectors)
@@ -129,12 +132,16 @@ def score(topics, truth: dict[str, list[str]]) -> dict[str, float]:
     return out
 
 
-def quality(name: str, texts, truth, model: str, seeds, cache: Path, chinese_text: bool) -> dict:
+def quality(name: str, texts, truth, model: str, seeds, cache: Path, chinese_text: bool, merge_to=()) -> dict:
     vectors, rate = embeddings(model, texts, cache, name)
     print(f"\n{name}: {len(texts):,} documents, {model} embeddings ({rate:.0f} docs/s; nan = cached)")
     systems = {"megasense": lambda s: run_megasense(texts, vectors, s)}
+    for n in merge_to:  # --topics N: the same fit, merged along the topic hierarchy
+        systems[f"megasense --topics {n}"] = lambda s, n=n: run_megasense(texts, vectors, s, n)
     if bertopic_available():
         systems["bertopic"] = lambda s: run_bertopic(texts, vectors, s, chinese_text)
+        for n in merge_to:
+            systems[f"bertopic nr_topics={n}"] = lambda s, n=n: run_bertopic(texts, vectors, s, chinese_text, n)
     results: dict[str, list[dict]] = {k: [] for k in systems}
     for seed in seeds:
         for system, fit in systems.items():
@@ -267,14 +274,21 @@ def main() -> None:
     )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "megasense-bench")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--merge-to", type=int, nargs="*", default=[], help="also fit with --topics N (BERTopic: nr_topics N)"
+    )
     args = parser.parse_args()
     report = {}
     if args.corpus in ("both", "clinc"):
         texts, truth = clinc()
-        report["clinc150"] = quality("clinc150", texts, truth, "all-minilm-l6-v2", args.seeds, args.cache, False)
+        report["clinc150"] = quality(
+            "clinc150", texts, truth, "all-minilm-l6-v2", args.seeds, args.cache, False, args.merge_to
+        )
     if args.corpus in ("both", "zh"):
         texts, truth = chinese(args.zh_per_source)
-        report["chinese"] = quality("chinese", texts, truth, "multilingual-e5-small", args.seeds, args.cache, True)
+        report["chinese"] = quality(
+            "chinese", texts, truth, "multilingual-e5-small", args.seeds, args.cache, True, args.merge_to
+        )
     if args.throughput:
         report["throughput"] = throughput(args.throughput, args.embed_sample, args.cache, args.sentiment_sample)
     if args.json:

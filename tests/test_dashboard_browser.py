@@ -6,56 +6,26 @@ the table, and a screenshot is kept in test-artifacts/ for a person to look at.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
-import time
-from pathlib import Path
-
 import pytest
 
 from _analytics_fakes import english_rows, small_analysis
+from _browser import ARTIFACTS, CHROMIUM, FLAGS, serve_dashboard
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
 )
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture(scope="module")
 def dashboard_url(tmp_path_factory):
-    from megasense.analytics.dashboard import create_dashboard_app
-
     root = tmp_path_factory.mktemp("browser")
     rows = english_rows(90)
     rows[1]["text"] = "质量很好，电池耐用 battery great"
     out = small_analysis(root, rows)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_dashboard_app(out), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=20)
+    with serve_dashboard(out) as url:
+        yield url
 
 
 def test_page_loads_charts_render_and_a_filter_changes_the_table(dashboard_url):

@@ -5,37 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _tiny_llama import EOS, tiny_llama_pair
 from megasense.config import GenerationConfig
-from megasense.formats.hf import keys as hf
 from megasense.inference.generation import GenerationEngine
 from megasense.inference.sampling import apply_repetition_penalty, top_k_filter, top_p_filter
-from megasense.models import materialize
 
 transformers = pytest.importorskip("transformers")
-
-EOS = 2
 
 
 @pytest.fixture(scope="module")
 def pair():
-    torch.manual_seed(0)
-    ref = transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=99,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=37,
-            max_position_embeddings=64,
-            bos_token_id=1,
-            eos_token_id=EOS,
-            pad_token_id=0,
-        )
-    ).eval()
-    sd, hc = ref.state_dict(), ref.config.to_dict()
-    cfg = hf.model_config_from_hf(hc, sd)
-    ours = materialize(cfg, hf.head_config_from_hf(hc, sd), hf.state_dict_from_hf(hc, sd, cfg))
+    ref, ours = tiny_llama_pair()
     return ref, GenerationEngine(ours, eos_token_ids=[EOS], pad_token_id=0)
 
 

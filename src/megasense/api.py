@@ -1,7 +1,8 @@
 """The public Python API, re-exported from ``megasense``: one thin call per job.
 
 ``load_model``, ``sentiment``, ``classify`` (intents, emotions, any classifier), ``evaluate``, ``embed``,
-``generate``, ``train``, ``analyze``, and the assistant: ``load_assistant`` and ``assist``. Each
+``generate``, ``train``, ``analyze``, ``market``, the assistant (``load_assistant``, ``assist``) and
+study summaries (``load_summarizer``, ``summarize``). Each
 call accepts a model name, a path, or an already loaded model (``megasense.load_model``); pass a
 loaded model (or predictor) when calling many times, so the weights are read once. The work itself
 lives in the rooms below: ``predictors`` (text in, typed results out), ``training`` and ``analytics``.
@@ -19,11 +20,17 @@ from megasense.analytics.analysis import analyze
 from megasense.assistant.assistant import Assistant, AssistResult
 from megasense.config import GenerationConfig
 from megasense.formats.release import LoadedModel
+from megasense.market.inputs import TextColumns
+from megasense.market.pipeline import MarketResult, market_settings
+from megasense.market.pipeline import market as _market
 from megasense.predictors.embedding import SentenceEmbedder
+from megasense.predictors.explain import Explainer
 from megasense.predictors.generation import TextGenerator
 from megasense.predictors.jobs import evaluate_file
 from megasense.predictors.sentiment import Predictor, SentimentClassifier, SentimentRouter, load_predictor
 from megasense.predictors.texts import check_texts
+from megasense.summaries.jobs import summarize_document
+from megasense.summaries.summarizer import Summarizer, Summary, load_summarizer
 from megasense.training.finetune import train
 from megasense.zoo import load_model
 from megasense.zoo.shipped import ROUTER
@@ -34,16 +41,51 @@ __all__ = [
     "classify",
     "embed",
     "evaluate",
+    "explain",
     "generate",
     "load_assistant",
     "load_model",
+    "load_summarizer",
+    "market",
     "sentiment",
+    "summarize",
     "train",
 ]
 
 
 def _loaded(model: str | LoadedModel) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model)
+
+
+def market(
+    texts: str | Path,
+    prices: str | Path,
+    out: str | Path,
+    *,
+    protocol: str | None = None,
+    model: str | Path | None = None,
+    scorer: Any = None,
+    cache: str | Path | bool = True,
+    columns: TextColumns | None = None,
+    overwrite: bool = False,
+    report: bool = True,
+    **settings: Any,
+) -> MarketResult:
+    """Texts with times and tickers + prices -> next-day predictions walk-forward beside baselines, a backtest,
+    an event study; ``out`` gets market.duckdb, metrics.json and report.html. ``settings``: ``test_start``,
+    ``val_start`` (the end of training), ``up``, ``down``, ``market_tz``, ``close``... (``MarketSettings``);
+    ``columns``: the text, time and ticker columns when they are not found by name (``TextColumns``).
+
+    ``megasense.market`` is the room's package, so this one is imported from here (``megasense.api.market``):
+
+    >>> from megasense.api import market  # doctest: +SKIP
+    >>> result = market("tweets.jsonl.gz", "price-raw", "run", protocol="stocknet")  # doctest: +SKIP
+    >>> result.metrics["test"][result.metrics["selected"]]["mcc"]  # doctest: +SKIP
+    """
+    settings_ = market_settings(protocol, **settings)
+    options = {"model": model, "scorer": scorer, "cache": cache, "overwrite": overwrite, "report": report}
+    options["columns"] = columns
+    return _market(texts, prices, out, settings=settings_, **options)
 
 
 def embed(texts: Sequence[str] | str, *, model: str | LoadedModel = "all-minilm-l6-v2") -> np.ndarray:
@@ -80,8 +122,12 @@ def sentiment(
     model: str | Path | LoadedModel | Predictor = ROUTER,
     labels: Sequence[str] | None = None,
     precision: str = "auto",
+    aspects: Sequence[str] | str | None = None,
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """``{"label", "score", "probs", "chunks"}`` for a text, or a list of them for a list of texts.
+
+    ``aspects`` (one per text) with a pair model: the sentiment toward each aspect
+    (``megasense.sentiment("Samsung is better than Apple", aspects="Apple", model="aspect-sentiment-en")``).
 
     ``precision`` is ``"auto"`` (the fastest at fp32's accuracy on this machine), fp32, bf16, int8, or
     onnx / onnx-int8 (ONNX Runtime; needs ``megasense[onnx]``).
@@ -91,7 +137,8 @@ def sentiment(
     predictor = _predictor(model, precision=precision)
     if labels is not None:
         predictor = predictor.restricted(labels)
-    out = [result.to_dict() for result in predictor.predict(check_texts(texts))]
+    pair = {} if aspects is None else {"aspects": [aspects] if isinstance(aspects, str) else list(aspects)}
+    out = [result.to_dict() for result in predictor.predict(check_texts(texts), **pair)]
     return out[0] if isinstance(texts, str) else out
 
 
@@ -122,8 +169,10 @@ def evaluate(
     labels: Sequence[str] | None = None,
     baseline: bool = True,
     precision: str = "auto",
+    aspect_col: str | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, F1, recall, per-class scores, confusion matrix and calibration of ``model`` on a labelled table.
+    """Accuracy, F1, recall, per-class scores, confusion matrix and calibration of ``model`` on a labelled table
+    (of (text, aspect) rows with ``aspect_col`` and a pair model such as ``aspect-sentiment-en``).
 
     >>> megasense.evaluate("reviews.csv", label_col="stars_sentiment")  # doctest: +SKIP
     """
@@ -134,7 +183,29 @@ def evaluate(
         text_col=text_col,
         labels=labels,
         baseline=baseline,
+        aspect_col=aspect_col,
     )
+
+
+def explain(
+    texts: Sequence[str] | str,
+    *,
+    model: str | Path | LoadedModel | Predictor = ROUTER,
+    method: str = "occlusion",
+    top: int = 5,
+    steps: int = 32,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Which words drove each prediction: ``{"text", "label", "score", "method", "words": [{"word", "start",
+    "end", "attribution"}], "top", "truncated"}`` per text. ``method``: ``occlusion`` (the default: each
+    word deleted in turn) or ``ig`` (integrated gradients on the input embeddings, ``steps`` steps). The
+    model runs at fp32: integrated gradients need the torch weights, and both methods then score alike.
+
+    >>> megasense.explain("The battery is great but the screen cracked")["top"]  # doctest: +SKIP
+    ['cracked', 'but']
+    """
+    explainer = Explainer(_predictor(model, precision="fp32"), method=method, steps=steps)
+    out = [e.to_dict(top=top) for e in explainer.explain(check_texts(texts))]
+    return out[0] if isinstance(texts, str) else out
 
 
 def _predictor(model: str | Path | LoadedModel | Predictor, *, precision: str) -> Predictor:
@@ -184,3 +255,25 @@ def assist(
     ``load_assistant``) as ``catalogue`` when calling many times."""
     assistant = catalogue if isinstance(catalogue, Assistant) else load_assistant(catalogue, history=history)
     return assistant.assist(text, session=assistant.session(user), k=k, reply=reply)
+
+
+def summarize(
+    text: str | Path,
+    *,
+    style: str = "brief",
+    max_words: int | None = None,
+    lang: str = "auto",
+    strategy: str = "greedy",
+    method: str = "auto",
+    seed: int | None = None,
+    model: str | Summarizer = "smollm2-135m-instruct",
+) -> Summary:
+    """A text's (or a ``.txt``/``.md``/``.html``/``.pdf`` file's) summary: ``style`` ``study`` (Markdown notes: summary,
+    key points, key terms, review questions), ``brief`` (an abstract) or ``bullets``; ``summary.text`` is what to show,
+    ``summary.notes`` what was cut. Pass ``model=megasense.load_summarizer()`` when calling many times.
+
+    >>> megasense.summarize("lecture.pdf", style="study").text  # doctest: +SKIP
+    """
+    summarizer = model if isinstance(model, Summarizer) else load_summarizer(model if method != "extract" else None)
+    options = {"style": style, "max_words": max_words, "lang": lang, "strategy": strategy, "method": method}
+    return summarize_document(summarizer, str(text), seed=seed, **options)[0]

@@ -24,15 +24,19 @@ import numpy as np
 import pandas as pd
 
 from megasense.analytics import store
+from megasense.analytics.explanations import explain_representatives, previous_explanations
+from megasense.analytics.guided import read_seed_topics
 from megasense.analytics.ingest import INPUT, first_chunk, ingest, language_sample
 from megasense.analytics.protocols import Embedder, Progress, SentimentScorer, no_progress
 from megasense.analytics.tables import ADDED, build_tables
 from megasense.analytics.text import detect_language
 from megasense.analytics.timeseries import FREQS, parse_times
 from megasense.analytics.topics import TopicModel
+from megasense.analytics.trends import topic_structure, topic_trends
 from megasense.analytics.vectors import blocks
 from megasense.errors import ConfigError, MegasenseInputError, TableError
 from megasense.files.atomic import atomic_directory
+from megasense.privacy import build_redactor
 
 EMBEDDING_MODELS = {"en": "all-minilm-l6-v2", "zh": "multilingual-e5-small", "mixed": "multilingual-e5-small"}
 LANGS = ("auto", "en", "zh", "mixed")
@@ -61,6 +65,34 @@ class AnalyzeOptions:
     seed: int = 0
     encoding: str | None = None
     """The input's text encoding (``gbk``); None: UTF-8, or what a byte-order mark says."""
+    redact: bool = False
+    """Replace private data in the text (``privacy.Redactor``: [EMAIL], [PHONE], ...) as it is read, before it is
+    scored, embedded or stored; an analysis made so redacts what is appended to it too."""
+    redact_names: str | None = None
+    """A names file (one a line) to redact as [NAME]; implies ``redact``."""
+    explain: bool = True
+    """Word attributions for the representative posts of each topic (``analytics.explanations``; a few posts,
+    so about a second); the report and dashboard highlight them."""
+    forecast: bool = False
+    """Forecast topic volume and sentiment (``forecasts``, ``forecast_backtest``; about a second a series, so off
+    unless asked: ``megasense analyze`` asks by default). Emerging topics are tested either way."""
+    horizon: int | None = None
+    """Periods to forecast [default: 14 days, 8 weeks or 6 months]."""
+    forecast_keys: int = 10
+    """Forecast the largest this many topics (and all documents)."""
+    n_topics: int | None = None
+    """Merge the topics found hierarchically down to this many (``--topics``)."""
+    seed_topics: list[list[str]] | str | Path | None = None
+    """Seed words per topic, or a file of them (``--seed-topics``, ``guided.read_seed_topics``): documents near a
+    seed's words form that topic."""
+    aspects: str | Path | None = None
+    """``auto`` (discover aspects from noun phrases) or an aspects TOML file (``terms.read_terms``); None: no
+    aspect tables (``analytics.aspects``)."""
+    brands: str | Path | None = None
+    """A brands TOML file (``--brands``): mentions, share of voice, sentiment toward each, co-mentions."""
+
+    def trend_options(self) -> dict[str, Any]:
+        return {"horizon": self.horizon, "max_keys": self.forecast_keys, "forecast": self.forecast}
 
     def __post_init__(self) -> None:
         if self.lang not in LANGS:
@@ -71,6 +103,20 @@ class AnalyzeOptions:
             raise ConfigError(f"batch_size={self.batch_size} must be at least 1")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size={self.chunk_size} (--chunk-size) must be at least 1")
+        if self.horizon is not None and self.horizon < 1:
+            raise ConfigError(f"horizon={self.horizon} (--horizon) must be at least 1")
+        if self.n_topics is not None and self.n_topics < 1:
+            raise ConfigError(f"n_topics={self.n_topics} (--topics) must be at least 1")
+        self.aspects, self.brands = (None if v is None else str(v) for v in (self.aspects, self.brands))
+        if self.aspects not in (None, "auto") or self.brands is not None:  # a bad file fails before any model runs
+            from megasense.analytics.terms import read_terms
+
+            if self.aspects not in (None, "auto"):
+                read_terms(self.aspects, "aspect")
+            if self.brands is not None:
+                read_terms(self.brands, "brand")
+        if isinstance(self.seed_topics, str | Path):
+            self.seed_topics = read_seed_topics(self.seed_topics)
 
 
 @dataclass
@@ -105,12 +151,15 @@ def analyze(
     overwrite: bool = False,
     progress: Progress | None = None,
     topic_model: TopicModel | None = None,
+    aspect_scorer: Any = None,
     **options: Any,
 ) -> AnalysisResult:
     """Analyse the posts in ``source`` (CSV, TSV, JSONL, Parquet, TXT) into the directory ``out``.
 
     ``options`` are ``AnalyzeOptions`` fields (text_col, time_col, group_col, lang, freq, ...).
-    ``scorer=False`` skips sentiment. Returns the summary written to ``out/summary.json``.
+    ``scorer=False`` skips sentiment. Returns the summary written to ``out/summary.json``. With ``aspects`` or
+    ``brands`` options, ``aspect_scorer`` (an ``aspects.AspectScorer``, or a pair classifier) scores each mention;
+    by default ``aspect-sentiment-en`` for English sentences and ``scorer`` on the clause for Chinese ones.
 
     >>> megasense.analyze("reviews.csv", "reviews-analysis", time_col="date", group_col="product")  # doctest: +SKIP
     """
@@ -121,6 +170,7 @@ def analyze(
     if existing is not None:
         _inherit(opts, existing["settings"])
     opts.text_col = opts.text_col or "text"
+    run.redactor = build_redactor(opts.redact, names_file=opts.redact_names)
     if existing is not None and scorer is None:  # new documents are scored as the old ones were
         sentiment_model = existing.get("sentiment_model") or sentiment_model
         scorer = None if existing.get("sentiment_model") else False
@@ -134,8 +184,16 @@ def analyze(
         model = TopicModel.load(out / store.MODEL, embedder=embedder)
     else:
         model = topic_model or TopicModel(
-            reducer_kind=opts.reducer, clusterer_kind=opts.clusterer, min_topic_size=opts.min_topic_size, seed=opts.seed
+            embedder,
+            reducer_kind=opts.reducer,
+            clusterer_kind=opts.clusterer,
+            min_topic_size=opts.min_topic_size,
+            seed=opts.seed,
+            n_topics=opts.n_topics,
+            seed_topics=opts.seed_topics,
         )
+    if opts.aspects is not None or opts.brands is not None:
+        run.aspect_scorer = _aspect_scorer(aspect_scorer, scorer, lang)
     with atomic_directory(out, overwrite=existing is not None or overwrite) as tmp:
         summary = run.into(tmp, existing, embedder, scorer, model, lang=lang, names=(model_name, sentiment_name))
     summary["timings"]["write"] = run.timer.seconds["write"]
@@ -149,6 +207,8 @@ class _Run:
         self.source, self.out, self.opts, self.progress = source, out, opts, progress
         self.timer = _Timer()
         self.warnings: list[str] = []
+        self.redactor = None
+        self.aspect_scorer = None
 
     def into(self, tmp: Path, existing, embedder, scorer, model: TopicModel, *, lang: str, names) -> dict[str, Any]:
         opts, timer, work = self.opts, self.timer, tmp / "_work"
@@ -170,6 +230,7 @@ class _Run:
                 batch_no=batch_no,
                 timer=timer,
                 progress=self.progress,
+                redactor=self.redactor,
             )
             with timer.stage("dates"):
                 times = _times(got.times, got.rows, opts, self.warnings, self.source)
@@ -179,7 +240,23 @@ class _Run:
                 new = _light(got, times, topics, X, batch_no, first_id, opts)
                 X_old = self._old_terms(con, model) if old is not None else None
                 tables, results, facts = build_tables(new, X[got.ids], model, opts, old=old, X_old=X_old)
+            if scorer is not False and opts.explain:
+                with timer.stage("explain"):
+                    previous = previous_explanations(con) if old is not None else None
+                    tables["explanations"] = explain_representatives(
+                        tables["topics"], scorer, previous=previous, batch_size=opts.batch_size
+                    )
+            tables.update(topic_structure(model))
             facts.update(_ingest_facts(got, new, times, self.warnings))
+            if self.aspect_scorer is not None:
+                with timer.stage("aspects"):
+                    found, aspect_facts = self._aspects(con, embedder, results if facts["freq"] else None)
+                tables.update(found)
+                facts.update(aspect_facts)
+            if facts["freq"]:
+                total = opts.forecast_keys + 1 if opts.forecast else None
+                with timer.stage("trends"), self.progress("trends and forecasts", total) as advance:
+                    tables.update(topic_trends(tables, facts["freq"], **opts.trend_options(), advance=advance))
             summary = _summary(existing, self.source, opts, lang, *names, facts, model, timer, self.warnings)
             with timer.stage("write"), self.progress("writing", len(tables) + 1) as advance:
                 store.write_documents(con, tmp, results, INPUT)
@@ -220,6 +297,29 @@ class _Run:
         ).df()
         old["sentiment"] = old["sentiment"].astype("string")
         return old, int(old["doc_id"].max()) + 1, int(old["batch"].max()) + 1
+
+    def _aspects(self, con, embedder, periods: pd.DataFrame | None):
+        """The aspect and brand tables (``aspects.aspect_tables``) over every stored text, read in chunks."""
+        from megasense.analytics.aspects import AspectSettings, aspect_tables
+        from megasense.analytics.terms import read_terms
+
+        opts = self.opts
+        listed = opts.aspects is not None and str(opts.aspects) != "auto"
+        settings = AspectSettings(
+            aspects=read_terms(opts.aspects, "aspect") if listed else None,
+            brands=read_terms(opts.brands, "brand") if opts.brands is not None else None,
+            discover=opts.aspects is not None,
+            batch_size=opts.batch_size,
+        )
+
+        def chunks():
+            cursor = con.execute(f"SELECT doc_id, {store.quote(self._text_col())} FROM {INPUT} ORDER BY doc_id")
+            while rows := cursor.fetchmany(opts.chunk_size):
+                yield [r[0] for r in rows], ["" if r[1] is None else str(r[1]) for r in rows]
+
+        return aspect_tables(
+            chunks, settings, embedder=embedder, scorer=self.aspect_scorer, periods=periods, progress=self.progress
+        )
 
     def _text_col(self) -> str:
         return self.opts.text_col if self.opts.text_col not in ADDED else f"input_{self.opts.text_col}"
@@ -270,9 +370,10 @@ def _name(embedder: Embedder | None, lang: str) -> str:
 
 def _inherit(opts: AnalyzeOptions, saved: dict[str, Any]) -> None:
     """When appending, the columns and periods of the analysis unless given anew."""
-    for name in ("text_col", "time_col", "group_col", "freq"):
+    for name in ("text_col", "time_col", "group_col", "freq", "redact_names", "aspects", "brands"):
         if getattr(opts, name) is None:
             setattr(opts, name, saved.get(name))
+    opts.redact = opts.redact or bool(saved.get("redact"))  # a redacted analysis never takes raw texts
 
 
 def _times(values: pd.Series | None, rows: np.ndarray, opts: AnalyzeOptions, warnings: list[str], source: Path):
@@ -357,6 +458,23 @@ def _load_scorer(name: str) -> SentimentScorer:
         return load_predictor(name)
     except MegasenseInputError as exc:  # an unknown model name or path; a bug keeps its own type and traceback
         raise MegasenseInputError(f"{exc} (to analyse without sentiment, pass --no-sentiment / scorer=False)") from None
+
+
+def _aspect_scorer(given, scorer, lang: str):
+    """The scorer of aspect and brand mentions: as given, or aspect-sentiment-en (English sentences) with the
+    sentiment scorer on the clause for the others (no Chinese pair model ships)."""
+    from megasense.analytics.aspects import AspectScorer
+
+    sentence = scorer if scorer is not False else None
+    if isinstance(given, AspectScorer):
+        return given
+    if given is not None:
+        return AspectScorer(given, sentence)
+    if scorer is False:
+        return AspectScorer()
+    from megasense.predictors.sentiment import load_predictor
+
+    return AspectScorer(None if lang == "zh" else load_predictor("aspect-sentiment-en"), sentence)
 
 
 def _load_embedder(name: str) -> Embedder:

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from megasense.analytics import store
+from megasense.analytics.aspect_dashboard import ASPECTS_HTML, ASPECTS_JS, aspects_payload
+from megasense.analytics.explanations import EXPLAIN_HTML, EXPLAIN_JS, explanations_payload
+from megasense.analytics.trend_dashboard import TRENDS_HTML, TRENDS_JS, trends_payload
 from megasense.errors import MegasenseInputError
 
 MAX_ROWS = 500
@@ -209,6 +212,33 @@ def create_dashboard_app(directory: str | Path, *, host: str | None = None):
     def plotly_js() -> Response:
         return Response(_plotly_js(), media_type="application/javascript", headers={"Cache-Control": "max-age=86400"})
 
+    @app.get("/trends.js")
+    def trends_js() -> Response:
+        return Response(TRENDS_JS, media_type="application/javascript")
+
+    @app.get("/api/trends")
+    def trends() -> dict[str, Any]:
+        """Forecasts, backtest, emerging topics, the intertopic map and the topic hierarchy (``trend_dashboard``)."""
+        return trends_payload(data.directory)
+
+    @app.get("/aspects.js")
+    def aspects_js() -> Response:
+        return Response(ASPECTS_JS, media_type="application/javascript")
+
+    @app.get("/api/aspects")
+    def aspects() -> dict[str, Any]:
+        """Aspects and brands: sentiment toward each, share of voice, co-mentions (``aspect_dashboard``)."""
+        return aspects_payload(data.directory)
+
+    @app.get("/explain.js")
+    def explain_js() -> Response:
+        return Response(EXPLAIN_JS, media_type="application/javascript")
+
+    @app.get("/api/explanations")
+    def explanations(topic: int | None = Query(None, ge=-1, le=MAX_OFFSET)) -> dict[str, Any]:
+        """The representative posts of a topic (or all) with their word attributions (``analytics.explanations``)."""
+        return explanations_payload(data.directory, topic)
+
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -239,7 +269,11 @@ def create_dashboard_app(directory: str | Path, *, host: str | None = None):
     return app
 
 
-PAGE = """<!DOCTYPE html>
+PANELS = TRENDS_HTML + ASPECTS_HTML + EXPLAIN_HTML
+"""The panels under the main charts: trends, aspects and brands, explanations."""
+
+PAGE = (
+    """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>megasense dashboard</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <script src="/plotly.min.js"></script>
@@ -262,6 +296,9 @@ td,th{border-bottom:1px solid #eee;padding:.3rem;text-align:left}
 <div id="count"></div>
 <div class="charts"><div class="chart" id="c-sentiment"></div><div class="chart" id="c-time"></div>
 <div class="chart" id="c-topics"></div></div>
+"""
+    + PANELS
+    + """<h2>Documents</h2>
 <table><thead><tr><th>#</th><th>time</th><th>group</th><th>topic</th><th>sentiment</th><th>text</th></tr></thead>
 <tbody id="docs"></tbody></table>
 <script>
@@ -307,3 +344,4 @@ async function refresh() {
 init();
 </script></body></html>
 """
+)

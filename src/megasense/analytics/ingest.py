@@ -186,8 +186,12 @@ def ingest(
     batch_no: int,
     timer: Any,
     progress: Progress,
+    redactor: Callable[[list[str]], list[str]] | None = None,
 ) -> Ingested:
-    """Read ``source`` chunk by chunk into ``con``'s ``_input`` table, ``work``'s embeddings file and ``terms``."""
+    """Read ``source`` chunk by chunk into ``con``'s ``_input`` table, ``work``'s embeddings file and ``terms``.
+
+    With a ``redactor`` (``privacy.Redactor``) each chunk's texts are redacted as they are read: what is
+    scored, embedded, counted into key phrases and stored is the redacted text."""
     dedup, sink = Deduper(), _Sink(work / EMBEDDINGS, embedder, scorer, opts.batch_size)
     ids, rows, times, groups, first_doc = [], [], [], [], Growing(np.int64)
     next_id, empty = first_id, 0
@@ -204,6 +208,9 @@ def ingest(
                     break
                 check_columns(chunk.frame, source, opts.text_col, opts.time_col, opts.group_col)
                 texts = texts_of(chunk.frame[opts.text_col])
+                if redactor is not None:
+                    texts = redactor(texts)
+                    chunk.frame[opts.text_col] = texts
                 chunk_ids, new = dedup.add(texts)
             doc_ids = np.arange(next_id, next_id + len(texts), dtype=np.int64)
             new_texts = [texts[i] for i in new]

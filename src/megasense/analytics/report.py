@@ -13,6 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from megasense.analytics.aspect_charts import aspect_sections
+from megasense.analytics.explanations import highlighted_posts
+from megasense.analytics.trend_charts import trend_sections
 from megasense.config.extras import MissingExtraError
 from megasense.files.atomic import atomic_file
 
@@ -52,9 +55,12 @@ th { background: #f6f8fa; } .num { text-align: right; white-space: nowrap; }
 <td class="neg">{{ t.negative }}</td></tr>{% endfor %}
 </table>
 <h2>Representative posts</h2>
+{% if explained %}<p style="color:#555">Highlighted: the words that drove each post's sentiment (deleting a word
+changes the predicted label's probability; green raised it, red lowered it; hover for the change).</p>{% endif %}
 <table><tr><th>topic</th><th>posts</th></tr>
 {% for t in topics %}{% if t.representative %}<tr><td>{{ t.label }}</td><td>
-{% for post in t.representative %}<p>{{ post }}</p>{% endfor %}</td></tr>{% endif %}{% endfor %}
+{% if t.highlighted %}{% for post in t.highlighted %}<p class="explained">{{ post | safe }}</p>{% endfor %}
+{% else %}{% for post in t.representative %}<p>{{ post }}</p>{% endfor %}{% endif %}</td></tr>{% endif %}{% endfor %}
 </table>
 <p style="color:#888">megasense analyze · {{ generated }}</p>
 </body>
@@ -173,6 +179,9 @@ def render_report(tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> s
         ("Topics over time", _topics_over_time(go, series, topics)),
         ("Sentiment per group", _per_group(go, tables.get("groups"))),
     ]
+    charts += trend_sections(go, tables, lambda fig: _layout(fig, 460))  # forecasts, emerging, topic map and tree
+    charts += aspect_sections(go, tables, lambda fig: _layout(fig, 460))  # aspects, brands, share of voice
+    highlighted = highlighted_posts(tables)
     rows = [
         {
             "label": t.label,
@@ -182,6 +191,7 @@ def render_report(tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> s
             "positive": ", ".join(t.positive_phrases),
             "negative": ", ".join(t.negative_phrases),
             "representative": list(t.representative),
+            "highlighted": highlighted.get(int(t.topic), []),  # escaped HTML (Explanation.to_html)
         }
         for t in topics.sort_values("documents", ascending=False).itertuples()
         if t.topic >= 0
@@ -202,6 +212,7 @@ def render_report(tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> s
         warnings=summary.get("warnings", []),
         charts=[(title, html) for title, html in charts if html],
         topics=rows,
+        explained=bool(highlighted),
         generated=summary.get("updated", ""),
     )
 

@@ -26,6 +26,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import CountVectorizer
 
+from megasense.analytics.guided import SEED_THRESHOLD, drop_small, seed_assignments
+from megasense.analytics.hierarchy import cut, leaf_labels, topic_linkage, tree_from_records, tree_records, tree_table
 from megasense.analytics.protocols import Embedder, Progress, no_progress
 from megasense.analytics.represent import class_tfidf, readable_label, top_terms
 from megasense.analytics.steps import auto_min_topic_size, default_clusterer, default_reducer
@@ -48,6 +50,8 @@ class Topic:
     """(term, c-TF-IDF weight), heaviest first."""
     representative: list[str] = field(default_factory=list)
     """The member texts nearest the topic's centre."""
+    seed: list[str] = field(default_factory=list)
+    """The seed words that formed this topic (``seed_topics``); empty for a topic the clusterer found."""
 
 
 class TopicModel:
@@ -68,7 +72,11 @@ class TopicModel:
         reduce_outliers: bool = True,
         outlier_quantile: float = 0.05,
         reduce_sample: int = 25_000,
+        cluster_sample: int = 20_000,
         seed: int = 0,
+        n_topics: int | None = None,
+        seed_topics: Sequence[Sequence[str]] | None = None,
+        seed_threshold: float = SEED_THRESHOLD,
     ) -> None:
         self.embedder = embedder
         self.reducer = reducer
@@ -83,7 +91,16 @@ class TopicModel:
         self.outlier_quantile = outlier_quantile
         self.reduce_sample = reduce_sample
         """Above this many distinct documents the reducer is fitted on a sample of them and applied in blocks."""
+        self.cluster_sample = cluster_sample
+        """Above this many distinct documents with words, topics are found in a sample of them; the rest are assigned
+        to the nearest topic centre (or -1), so a corpus of millions fits in memory and time (HDBSCAN's time grows
+        about quadratically: on 50,000 it ran over 25 minutes on a loaded 2-core machine)."""
         self.seed = seed
+        self.n_topics = n_topics
+        """Merge the topics found down to this many along the topic hierarchy (None: keep them all)."""
+        self.seed_topics = [list(words) for words in seed_topics] if seed_topics else None
+        """Seed words per topic; documents near a seed's embedding form its topic (needs ``embedder``)."""
+        self.seed_threshold = seed_threshold
 
     # ----- fitting -------------------------------------------------------------------------------
 
@@ -143,15 +160,57 @@ class TopicModel:
     def _fit_distinct(self, vectors, counts, X, vocabulary, texts_of, progress) -> np.ndarray:
         wordy = np.asarray(X.sum(axis=1)).ravel() > 0
         labels = self._cluster(vectors, wordy, counts, progress)
+        seeded = self._seed(vectors, labels, wordy, counts) if self.seed_topics else None
+        if seeded is not None:
+            labels = np.where(seeded >= 0, labels.max() + 1 + seeded, labels)
+            labels = drop_small(labels, counts, self.min_topic_size_, keep=labels[seeded >= 0])
         labels = _renumber(labels, counts)
         centroids, thresholds = self._centres(vectors, labels)
-        if self.reduce_outliers and len(centroids):
-            labels = self._absorb(vectors, labels, wordy, centroids, thresholds)
+        candidates = wordy if self.reduce_outliers else self.unsampled_  # rows left out of the clustering sample
+        if len(centroids) and candidates.any():
+            labels = self._absorb(vectors, labels, candidates, centroids, thresholds)
+        labels = self._merge(vectors, labels, counts, X, vocabulary, seeded)
         started = time.perf_counter()
         with progress("keywords", 1) as advance:
             self._describe(texts_of, vectors, labels, counts, X, vocabulary)
             advance(1)
         self.timings_["represent"] = time.perf_counter() - started
+        return labels
+
+    def _seed(self, vectors, labels: np.ndarray, wordy: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """The seed (or -1) each distinct document joins: its nearest seed, when close enough (``guided``)."""
+        if self.embedder is None:
+            raise ValueError("seed_topics need the embedder: pass TopicModel(embedder=..., seed_topics=...)")
+        seed_vectors = np.asarray(self.embedder.embed([" ".join(words) for words in self.seed_topics]), np.float32)
+        chosen, _ = seed_assignments(vectors, counts * wordy, seed_vectors, self.seed_threshold)
+        for i, words in enumerate(self.seed_topics):
+            if not (chosen == i).any():
+                self.warnings_.append(
+                    f"seed topic {i + 1} ({' '.join(words)}) drew no document at centred similarity >= "
+                    f"{self.seed_threshold}; try other seed words"
+                )
+        return chosen
+
+    def _merge(self, vectors, labels, counts, X, vocabulary, seeded) -> np.ndarray:
+        """The topic hierarchy over the topics found (``hierarchy_``); with ``n_topics``, merged down to that many."""
+        ids, k, before = self.topic_ids_, len(self.topic_ids_), labels
+        Z = topic_linkage(self.centroids_)
+        sizes = np.array([counts[labels == t].sum() for t in ids.tolist()], dtype=np.int64)
+        final = ids.copy()
+        if self.n_topics is not None and k > self.n_topics:
+            group = cut(Z, k, self.n_topics)
+            index = np.searchsorted(ids, labels.clip(min=0))
+            labels = _renumber(np.where(labels >= 0, group[index], -1), counts)
+            final = np.array([labels[np.flatnonzero(before == t)[0]] for t in ids.tolist()], dtype=np.int64)
+            self._centres(vectors, labels)
+        elif self.n_topics is not None and k < self.n_topics:
+            self.warnings_.append(f"found {k} topics, fewer than the {self.n_topics} asked for (--topics); none merged")
+        self.hierarchy_ = tree_table(Z, leaf_labels(before, ids, X, vocabulary, counts), sizes, final)
+        self.seeded_ = {}
+        if seeded is not None:
+            for i, words in enumerate(self.seed_topics):
+                for topic in np.unique(labels[(seeded == i) & (labels >= 0)]).tolist():
+                    self.seeded_.setdefault(int(topic), []).extend(words)
         return labels
 
     def _embeddings(self, unique, texts, first, embeddings) -> np.ndarray:
@@ -184,6 +243,7 @@ class TopicModel:
 
     def _cluster(self, vectors, wordy: np.ndarray, counts: np.ndarray, progress: Progress) -> np.ndarray:
         labels = np.full(len(wordy), -1, dtype=np.int64)
+        self.unsampled_ = np.zeros(len(wordy), dtype=bool)
         rows = np.flatnonzero(wordy)
         size = self.min_topic_size or auto_min_topic_size(int(counts[rows].sum()))
         self.min_topic_size_ = size
@@ -196,6 +256,13 @@ class TopicModel:
             labels[rows] = 0
             self.timings_["reduce"] = self.timings_["cluster"] = 0.0
             return labels
+        if len(rows) > self.cluster_sample:
+            # Time and memory bounded by the sample, not the corpus: UMAP and HDBSCAN see cluster_sample distinct
+            # documents; the others join their nearest topic's centre block by block in _absorb, as outliers do.
+            sample = np.sort(np.random.default_rng(self.seed).choice(rows, self.cluster_sample, replace=False))
+            self.unsampled_[rows] = True
+            self.unsampled_[sample] = False
+            rows, self.clustered_on_ = sample, len(sample)
         started = time.perf_counter()
         fitted_on = min(len(rows), self.reduce_sample)
         self.reducer_ = self.reducer or default_reducer(self.reducer_kind, fitted_on, vectors.shape[1], seed=self.seed)
@@ -267,7 +334,8 @@ class TopicModel:
         for row, topic in enumerate(ids.tolist()):
             terms = top_terms(weights, row, vocabulary, self.n_terms) if weights is not None else []
             label = "outliers" if topic < 0 else f"{topic}: {readable_label([t for t, _ in terms])}"
-            topics.append(Topic(int(topic), label, int(counts[labels == topic].sum()), terms, []))
+            seed = list(getattr(self, "seeded_", {}).get(int(topic), []))
+            topics.append(Topic(int(topic), label, int(counts[labels == topic].sum()), terms, [], seed))
         members = np.flatnonzero(labels >= 0)
         index = np.searchsorted(self.topic_ids_, labels[members])
         sims = similarity_to(vectors, members, self.centroids_[index]) if len(members) else np.zeros(0)
@@ -354,10 +422,13 @@ class TopicModel:
                 "outlier_quantile": self.outlier_quantile,
                 "reducer": type(getattr(self, "reducer_", None)).__name__,
                 "clusterer": type(getattr(self, "clusterer_", None)).__name__,
+                "n_topics": self.n_topics,
+                "seed_topics": self.seed_topics,
             },
             "dimension": int(self.centroids_.shape[1]),
             "topics": [asdict(t) for t in self.topics_],
             "vocabulary": list(self.vocabulary_),
+            "hierarchy": tree_records(getattr(self, "hierarchy_", None)),
             "metadata": metadata or {},
         }
         tensors = {"centroids": self.centroids_, "thresholds": self.thresholds_, "topic_ids": self.topic_ids_}
@@ -392,6 +463,8 @@ class TopicModel:
         vocabulary = {term: i for i, term in enumerate(model.vocabulary_)}
         model.vectorizer_ = CountVectorizer(analyzer=Segmenter(), vocabulary=vocabulary or None, dtype=np.int32)
         model.metadata_ = config.get("metadata", {})
+        if config.get("hierarchy") is not None:
+            model.hierarchy_ = tree_from_records(config["hierarchy"])
         return model
 
 

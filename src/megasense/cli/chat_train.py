@@ -36,8 +36,17 @@ def _given(ctx: typer.Context) -> set[str]:
 
 
 def train_chat_command(
-    ctx: typer.Context, train: Path, val: Path | None, base: str | None, output: Path, overwrite: bool
+    ctx: typer.Context,
+    train: Path,
+    val: Path | None,
+    base: str | None,
+    output: Path,
+    overwrite: bool,
+    *,
+    task: str = "chat",
 ) -> None:
+    """``--task chat`` (conversations, JSONL) or ``--task generate`` (a table of prompt/response or text/summary pairs,
+    read as one-exchange conversations): the same chat fine-tuning."""
     from megasense.cli.command_line import command_line
     from megasense.training.chat import DEFAULT_BASE, train_chat
 
@@ -46,7 +55,8 @@ def train_chat_command(
         if name in given:
             flag = "--" + name.replace("_", "-")
             raise typer.BadParameter(
-                f"{flag} does not apply to --task chat (the held-out loss on assistant turns decides the best model)"
+                f"{flag} does not apply to --task {task} (the held-out loss on the responses decides the best model; "
+                "--task generate finds its columns: prompt and response, or text and summary)"
             )
     if ctx.params.get("resume") and not ctx.params.get("checkpoint_dir"):
         raise typer.BadParameter("--resume needs --checkpoint-dir: where the interrupted run wrote its checkpoints")
@@ -59,6 +69,7 @@ def train_chat_command(
         resume=bool(ctx.params.get("resume")),
         command=command_line(ctx),
         progress=True,
+        task=task,
         **{k: ctx.params[k] for k in CHAT_OPTIONS if k in given},
     )
     data = result.data

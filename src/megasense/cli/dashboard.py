@@ -15,7 +15,9 @@ console = Console()
 
 
 def dashboard(
-    directory: Annotated[Path, typer.Argument(help="An analysis directory (made by `megasense analyze`).")],
+    directory: Annotated[
+        Path, typer.Argument(help="A directory made by `megasense analyze` or by `megasense market`.")
+    ],
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
@@ -24,6 +26,8 @@ def dashboard(
     Example:
 
       megasense dashboard reviews-analysis --port 8000    # then open http://127.0.0.1:8000
+
+      megasense dashboard stocknet-run    # a market run: strategies, calibration, event study, price + sentiment
     """
     with user_errors():
         try:
@@ -37,6 +41,15 @@ def dashboard(
                 f"megasense dashboard needs the 'serve' and 'analytics' extras ({exc.name} is not installed): "
                 "pip install 'megasense[serve,analytics]'"
             ) from None
-        app = create_dashboard_app(directory, host=host)  # answers Host: <host> or a loopback name only
+        from megasense.market.store import is_market_dir
+
+        if is_market_dir(directory):  # a `megasense market` directory: its own pages, the same Host rule
+            from megasense.analytics.dashboard import allowed_hosts, host_name
+            from megasense.market.dashboard import create_market_app
+
+            hosts = allowed_hosts(host)
+            app = create_market_app(directory, host_ok=None if hosts is None else lambda h: host_name(h) in hosts)
+        else:
+            app = create_dashboard_app(directory, host=host)  # answers Host: <host> or a loopback name only
         console.print(f"dashboard for {directory} at http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from megasense.cli.errors import user_errors
+from megasense.cli.ray_options import EngineOpt, RayAddressOpt, check_engine, embed_on_ray, refuse_local_only
 from megasense.errors import MegasenseInputError
 from megasense.files.progress import progress_bar
 
@@ -33,6 +34,8 @@ def embed(
         str | None,
         typer.Option(help="The file's text encoding, e.g. gbk [default: UTF-8, or what a byte-order mark says]."),
     ] = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Turn texts into L2-normalised sentence embeddings (mean pooling over an encoder).
 
@@ -41,6 +44,8 @@ def embed(
       megasense embed "The room was clean" "The staff were rude" "房间很干净"
 
       megasense embed -i posts.csv --text-col body -o posts.parquet
+
+      megasense embed -i posts/ --engine ray -o posts.embedded.parquet   # a folder of parts, on Ray actors
     """
     from megasense.predictors.embedding import SentenceEmbedder
     from megasense.predictors.jobs import embed_file
@@ -51,6 +56,19 @@ def embed(
             raise MegasenseInputError("give texts as arguments or a file with --input (one of the two)")
         if input is not None and output is None:
             raise MegasenseInputError("--input needs --output (a .npy matrix or a table file)")
+        if check_engine(engine, ray_address):
+            if input is None:
+                raise MegasenseInputError("--engine ray embeds files: give --input")
+            refuse_local_only(encoding=encoding)
+            return embed_on_ray(
+                input,
+                output,
+                model=model,
+                text_col=text_col,
+                max_length=max_length,
+                address=ray_address,
+                progress=progress,
+            )
         embedder = SentenceEmbedder(load_model(model), max_length=max_length)
         if input is not None:
             with progress_bar("embedding", None, enabled=progress) as advance:  # total estimated as the file is read

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from megasense.cli.errors import user_errors
+from megasense.cli.privacy_options import RedactNamesOpt, RedactOpt, redactor_from
+from megasense.cli.ray_options import EngineOpt, RayAddressOpt, check_engine, predict_on_ray, refuse_local_only
 from megasense.cli.train_options import LOOP_OPTIONS
 from megasense.files.progress import progress_bar
 
@@ -39,6 +41,13 @@ PrecisionOpt = Annotated[
 ]
 LabelsOpt = Annotated[
     str | None, typer.Option(help="Restrict predictions to these labels, e.g. negative,positive for binary data.")
+]
+AspectCol = Annotated[
+    str | None,
+    typer.Option(
+        help="Column with each row's aspect (a word or phrase of the text: battery, the service); the model reads "
+        "(text, aspect) as a sentence pair and answers the sentiment toward that aspect (aspect-sentiment-en)."
+    ),
 ]
 EncodingOpt = Annotated[
     str | None,
@@ -89,6 +98,11 @@ def predict(
         str | None,
         typer.Option(help="Also fill slots with this token-classification model (a `slots` column of JSON)."),
     ] = None,
+    redact: RedactOpt = False,
+    redact_names: RedactNamesOpt = None,
+    aspect_col: AspectCol = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Add label, score and prob_<label> columns to every row of a file.
 
@@ -99,22 +113,41 @@ def predict(
     one prob_<label> column per label; a multi-label model (emotion-en) writes every label above its
     threshold in `label`, comma-separated.
 
+    With --redact the text column is redacted before the model sees it, so every column written (slots'
+    values and offsets too) comes from the redacted text and no private data reaches the output (the
+    placeholders can move a label: 88% of lines with private data keep theirs, benchmarks/redaction.py).
+
     Examples:
 
       megasense predict reviews.csv --text-col body -o reviews.scored.parquet
+
+      megasense predict tickets.csv --redact --redact-names staff.txt -o tickets.scored.csv
 
       megasense predict posts.jsonl --model sentiment-multilingual
 
       megasense predict utterances.txt --model intent-en
 
       megasense predict requests.csv --model my-intents --slots-model my-slots
+
+      megasense predict review_aspects.csv --model aspect-sentiment-en --aspect-col aspect
+
+      megasense predict posts/ --engine ray --ray-address auto -o posts.scored.parquet   # a folder of parts
     """
     from megasense.files.tables import check_readable
     from megasense.predictors.jobs import predict_file
     from megasense.predictors.labels import parse_label_subset
 
     with user_errors():
+        if check_engine(engine, ray_address):
+            refuse_local_only(strict=strict, encoding=encoding, slots_model=slots_model, redact=redact)
+            if aspect_col is not None:
+                raise typer.BadParameter("--aspect-col runs with --engine local only")
+            options = {"labels": parse_label_subset(labels), "max_length": max_length, "precision": precision}
+            return predict_on_ray(
+                input, output, model=model, text_col=text_col, address=ray_address, progress=progress, **options
+            )
         check_readable(input)
+        redactor = redactor_from(redact, redact_names)
         predictor, filler = _load_any(
             model, labels=parse_label_subset(labels), max_length=max_length, precision=precision
         )
@@ -136,8 +169,10 @@ def predict(
                 preview_rows=PREVIEW,
                 encoding=encoding,
                 slots=filler,
+                redactor=redactor,
+                aspect_col=aspect_col,
             )
-        notes = _notes(summary)
+        notes = _notes(summary) + (f"; {redactor.summary()}" if redactor is not None else "")
         if output is not None:
             err.print(f"wrote {summary.rows:,} rows to {output}{notes}", highlight=False)
             return
@@ -192,6 +227,7 @@ def evaluate(
     precision: PrecisionOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     encoding: EncodingOpt = None,
+    aspect_col: AspectCol = None,
 ) -> None:
     """Measure a model on labelled data: accuracy, F1, macro recall, per class, confusion matrix, calibration.
 
@@ -204,6 +240,8 @@ def evaluate(
       megasense evaluate tweets.csv --label-col label --report report.json
 
       megasense evaluate clinc150/val.csv --model intent-en --label-col intent
+
+      megasense evaluate absa.csv --model aspect-sentiment-en --aspect-col aspect --label-col label
     """
     from megasense.files.atomic import atomic_file
     from megasense.files.tables import check_readable
@@ -235,6 +273,7 @@ def evaluate(
                 strict=strict,
                 progress=advance,
                 encoding=encoding,
+                aspect_col=aspect_col,
             )
         print_report(result)
         if report is not None:
@@ -345,7 +384,8 @@ def train(
     train: Annotated[
         Path,
         typer.Argument(
-            help="Labelled training table (text and label columns); with --task chat, conversations (JSONL)."
+            help="Labelled training table (text and label columns); with --task chat, conversations (JSONL); with "
+            "--task generate, a table of prompt/response or text/summary pairs."
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the fine-tuned model.")],
@@ -368,12 +408,14 @@ def train(
     label_col: Annotated[
         str, typer.Option(help="Column with the labels (with --task slots: one tag per character; default slots).")
     ] = "label",
+    aspect_col: AspectCol = None,
     task: Annotated[
         str,
         typer.Option(
             help="classify (a label per text: sentiment, intents, emotions with --multi-label), slots (a BIO/BIOES "
             "tag per character: what to act on, e.g. singer_name in 播放周杰伦的歌) or chat (a decoder fine-tuned "
-            "on your conversations, loss on the assistant's turns only)."
+            "on your conversations, loss on the assistant's turns only) or generate (a decoder fine-tuned on a table "
+            "of prompt/response or text/summary pairs, loss on the response only)."
         ),
     ] = "classify",
     lora: Annotated[
@@ -466,17 +508,23 @@ def train(
       megasense train clinc150/train.csv --val clinc150/val.csv --label-col intent --base minilm-l6 --output my-intents
 
       megasense train dialogs.jsonl --task chat --base smollm2-135m --lora --max-steps 300 --output my-chat
+
+      megasense train pairs.csv --task generate --base smollm2-135m --lora --max-steps 300 --output my-summarizer
+
+      megasense train absa.csv --aspect-col aspect --base minilm-l6 --lora --output my-aspects   # (text, aspect) pairs
     """
     from megasense.cli.command_line import command_line
     from megasense.training.finetune import train as fine_tune
 
     with user_errors():
-        if task not in ("classify", "slots", "chat"):
-            raise typer.BadParameter(f"--task {task!r}: choose classify or slots (texts), or chat (conversations)")
-        if task == "chat":
+        if task not in ("classify", "slots", "chat", "generate"):
+            raise typer.BadParameter(
+                f"--task {task!r}: choose classify or slots (texts), chat (conversations) or generate (pairs)"
+            )
+        if task in ("chat", "generate"):
             from megasense.cli.chat_train import train_chat_command
 
-            train_chat_command(ctx, train, val, base, output, overwrite)
+            train_chat_command(ctx, train, val, base, output, overwrite, task=task)
             return
         if base is None:
             raise typer.BadParameter(
@@ -484,6 +532,8 @@ def train(
             )
         if checkpoint_dir is not None or resume:
             raise typer.BadParameter("--checkpoint-dir and --resume are for --task chat")
+        if aspect_col is not None and task != "classify":
+            raise typer.BadParameter(f"--aspect-col trains a (text, aspect) classifier; not for --task {task}")
         if task == "slots":
             _train_slots(ctx, train, val, base, output, text_col, label_col, overwrite)
             return
@@ -494,6 +544,7 @@ def train(
             output=output,
             text_col=text_col,
             label_col=label_col,
+            aspect_col=aspect_col,
             overwrite=overwrite,
             command=command_line(ctx),
             progress=True,

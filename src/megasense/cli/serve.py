@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from megasense.cli.errors import user_errors
+from megasense.cli.ray_options import RayAddressOpt, check_engine
 from megasense.errors import MissingExtraError
 
 console = Console()
@@ -73,6 +74,20 @@ def serve(
     hash_key: Annotated[
         str | None, typer.Option(help="Print the digest of this key (a line for --api-keys-file) and exit.")
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (uvicorn on this machine) or ray (Ray Serve replicas; needs megasense[ray]).")
+    ] = "local",
+    replicas: Annotated[
+        int | None, typer.Option(help="With --engine ray: copies of the app, each with its own models [default: 1].")
+    ] = None,
+    ray_address: RayAddressOpt = None,
+    redact_logs: Annotated[
+        bool | None,
+        typer.Option(
+            "--redact-logs/--no-redact-logs",
+            help="Replace e-mail addresses, phones, URLs, cards, IDs and IPs in the logs by [EMAIL], ... [default: on]",
+        ),
+    ] = None,
 ) -> None:
     """Serve sentiment (POST /v1/sentiment) and embeddings (POST /v1/embeddings) over HTTP, and with
     --intent-model / --emotion-model / --slots-model intents (POST /v1/intent), emotions (POST /v1/emotion)
@@ -97,6 +112,8 @@ def serve(
       megasense serve --assistant-catalogue examples/assistant/smart-speaker.toml --chat-model smollm2-135m-instruct
 
       curl -s localhost:8000/v1/assist -H 'content-type: application/json' -d '{"text": "set an alarm for seven"}'
+
+      megasense serve --engine ray --replicas 4   # Ray Serve: 4 copies of the app behind one port
     """
     with user_errors():
         if hash_key is not None:
@@ -127,7 +144,18 @@ def serve(
             max_wait_ms=max_wait_ms,
             dynamic_batching=dynamic_batching,
             api_keys_file=api_keys_file,
+            redact_logs=redact_logs,
         )
+        if check_engine(engine, ray_address):
+            from megasense.service.ray_serve import ReplicaOptions, start
+
+            if workers is not None:
+                raise typer.BadParameter("--workers is uvicorn's; with --engine ray give --replicas")
+
+            start(settings, ReplicaOptions(replicas=replicas or 1), address=ray_address, blocking=True)
+            return
+        if replicas is not None:
+            raise typer.BadParameter("--replicas needs --engine ray (uvicorn's processes are --workers)")
         run(settings)
 
 

@@ -45,6 +45,10 @@ class HeadConfig:
     energy score of Liu et al. 2020), is below this is answered ``oos_label``; calibrated on validation
     data by training. None: only the model's own ``oos_label`` logit decides."""
 
+    pair: str = ""
+    """What a pair classifier reads as the second segment beside each text (``aspect``: aspect-based sentiment,
+    ``[CLS] text [SEP] aspect [SEP]``); empty: the text alone."""
+
     temperature: float = 1.0
     """Single-label classification: logits are divided by this before the softmax (temperature scaling, Guo
     et al. 2017), fitted on validation data by training so that a 0.8 score is right about 80% of the time.

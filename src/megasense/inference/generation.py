@@ -1,22 +1,61 @@
 """The generation engine works on token ids; it knows nothing about text.
 
 Prompts are left-padded into one batch, prefilled once into a preallocated KV cache, then decoded
-one token per step for every unfinished sequence. Greedy, sampling (temperature / top-k / top-p)
-and beam search share the same model calls; streaming yields each step's tokens as they come.
+one token per step for every unfinished sequence. Greedy, sampling (temperature / top-k / top-p /
+min-p) and beam search (batched: several prompts' beams in one batch) share the same model calls and
+follow Hugging Face ``generate``'s semantics token for token; streaming yields each step's tokens as
+they come.
+
+Two ways to run the model: ``precision="fp32"`` calls the model's own ``forward`` (the exact
+reference), any other precision a ``PackedDecoder`` (``megasense.inference.decoder``: fused
+weights in bf16, int8 or int4, a static cache, few operations per token); ``"auto"`` picks the
+fastest one measured to keep greedy outputs (see ``AUTO_PRECISION``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from megasense.config import GenerationConfig
 from megasense.errors import ConfigError, MegasenseInputError
-from megasense.inference.sampling import next_token
+from megasense.inference.sampling import next_token, process
 from megasense.models import GPTModel
+
+GENERATION_PRECISIONS = ("auto", "fp32", "fp32-packed", "bf16", "int8", "int4")
+"""``fp32``: the model's own forward, exact. ``fp32-packed``: the same weights, fused (sums may round in
+another order). ``bf16`` / ``int8`` / ``int4``: weight formats of the packed decoder (bf16 activations)."""
+
+AUTO_PRECISION = {"cpu": "int4", "cuda": "bf16"}
+"""What ``auto`` means per device type: the fastest path whose quality delta ``benchmarks/generation.py``
+measures and reports (int8/int4 are CPU kernels; on a GPU bf16 is the fast, near-exact choice)."""
+
+AUTO_MIN_PARAMETERS = 20_000_000
+"""Below this many parameters ``auto`` keeps the exact fp32 path: a model that small is bound by per-step
+overhead, not by reading its weights, so quantising buys nothing and would only move its outputs."""
+
+
+def resolve_generation_precision(
+    precision: str, device: torch.device | str = "cpu", model: torch.nn.Module | None = None
+) -> str:
+    """The concrete precision ``precision`` means on ``device`` (for ``model``, whose size ``auto`` weighs), or a
+    ``MegasenseInputError`` listing the choices."""
+    if precision not in GENERATION_PRECISIONS:
+        raise MegasenseInputError(
+            f"unknown generation precision {precision!r}; choose one of {', '.join(GENERATION_PRECISIONS)}"
+        )
+    kind = torch.device(device).type
+    if precision == "auto":
+        if model is not None and sum(p.numel() for p in model.parameters()) < AUTO_MIN_PARAMETERS:
+            return "fp32"
+        return AUTO_PRECISION.get(kind, "fp32")
+    if precision in ("int8", "int4") and kind != "cpu":
+        raise MegasenseInputError(f"precision {precision!r} uses CPU kernels; on {device} use bf16 or fp32")
+    return precision
 
 
 @dataclass
@@ -35,20 +74,67 @@ class _Batch:
     ids: torch.Tensor  # (B, P) left-padded prompts
     mask: torch.Tensor | None  # (B, P + max_new) attention mask over all positions, or None without padding
     next_pos: torch.Tensor  # (B,) position id of the next token
-    lengths: list[int] = field(default_factory=list)
+    lengths: list[int]
+
+    @property
+    def prefill_positions(self) -> torch.Tensor:
+        B, P = self.ids.shape
+        if self.mask is None:
+            return torch.arange(P, device=self.ids.device).expand(B, P)
+        return (self.mask[:, :P].cumsum(1) - 1).clamp(min=0)  # (B, P): left padding does not count
+
+
+class _ModelSession:
+    """The model's own forward over a ``KVCache``: the exact reference path."""
+
+    def __init__(self, engine: GenerationEngine, batch: _Batch, max_length: int) -> None:
+        self.model, self.vocab_size, self.mask = engine.model, engine.vocab_size, batch.mask
+        self.cache = engine.model.new_kv_cache(batch.ids.shape[0], max_length)
+
+    def _logits(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        mask = self.mask[:, : self.cache.length + ids.shape[1]] if self.mask is not None else None
+        out = self.model(ids, attention_mask=mask, position_ids=positions, kv_cache=self.cache)
+        return out.logits[:, -1, : self.vocab_size].float()  # (B, V) -- drop Megatron's vocabulary padding
+
+    prefill = step = _logits
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.cache.reorder(index)
 
 
 class GenerationEngine:
-    def __init__(self, model: GPTModel, *, eos_token_ids: Sequence[int] = (), pad_token_id: int = 0) -> None:
+    def __init__(
+        self,
+        model: GPTModel,
+        *,
+        eos_token_ids: Sequence[int] = (),
+        pad_token_id: int = 0,
+        precision: str = "fp32",
+    ) -> None:
+        """``precision``: one of ``GENERATION_PRECISIONS`` (default ``fp32``, the model's own forward)."""
         self.model = model.eval()
         self.vocab_size = model.config.vocab_size
         self.max_positions = model.config.max_position_embeddings
         self.eos_token_ids = tuple(eos_token_ids)
         self.pad_token_id = pad_token_id
+        self.precision = resolve_generation_precision(precision, self.device, model)
+        self._decoder = None  # the packed copy, built on first use
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def decoder(self):
+        """The ``PackedDecoder`` for this precision (None for ``fp32``, which runs the model itself)."""
+        if self.precision == "fp32":
+            return None
+        if self._decoder is None:
+            from megasense.inference.decoder import PackedDecoder
+
+            with torch.inference_mode():
+                self._decoder = PackedDecoder(self.model, self.precision.removesuffix("-packed"))
+        return self._decoder
 
     # ------------------------------------------------------------------------------------------
     def _prepare(self, prompts: Sequence[Sequence[int]], max_new: int) -> _Batch:
@@ -73,10 +159,11 @@ class GenerationEngine:
         next_pos = torch.tensor(lengths, dtype=torch.long, device=self.device)
         return _Batch(ids=ids.to(self.device), mask=mask, next_pos=next_pos, lengths=lengths)
 
-    def _logits(self, ids, batch: _Batch, cache, step_pos: torch.Tensor | None, width: int) -> torch.Tensor:
-        mask = batch.mask[:, :width] if batch.mask is not None else None
-        out = self.model(ids, attention_mask=mask, position_ids=step_pos, kv_cache=cache)
-        return out.logits[:, -1, : self.vocab_size]  # (B, V) -- drop Megatron's vocabulary padding
+    def _session(self, batch: _Batch, max_length: int):
+        decoder = self.decoder
+        if decoder is None:
+            return _ModelSession(self, batch, max_length)
+        return decoder.new_session(batch.ids.shape[0], max_length, batch.mask)
 
     def _stop_ids(self, config: GenerationConfig) -> torch.Tensor:
         return torch.tensor(
@@ -85,40 +172,54 @@ class GenerationEngine:
 
     @torch.inference_mode()
     def stream(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> Iterator[list[int | None]]:
-        """Yield, per step, each sequence's new token (None once it has finished)."""
+        """Yield, per step, each sequence's new token (None once it has finished).
+
+        With ``num_return_sequences=n`` (sampling) each prompt is repeated n times, in order: rows
+        ``i*n .. i*n + n-1`` are prompt i's samples."""
         if config.num_beams > 1:
             raise ConfigError(
                 f"num_beams={config.num_beams}: beam search cannot stream, the best beam is only known at the end"
             )
+        n = config.num_return_sequences
+        prompts = [p for p in prompts for _ in range(n)]
         batch = self._prepare(prompts, config.max_new_tokens)
         B, P = batch.ids.shape
-        cache = self.model.new_kv_cache(B, P + config.max_new_tokens)
+        session = self._session(batch, P + config.max_new_tokens)
         generator = torch.Generator(device=self.device).manual_seed(config.seed) if config.seed is not None else None
         stop = self._stop_ids(config)
-        prefill_pos = None
-        if batch.mask is not None:
-            prefill_pos = (batch.mask[:, :P].cumsum(1) - 1).clamp(min=0)  # (B, P)
-        logits = self._logits(batch.ids, batch, cache, prefill_pos, P)
-        seen = batch.ids if config.repetition_penalty != 1.0 else None
+        history = None  # (B, P + max_new): prompt and tokens so far, for the repetition penalty
+        if config.repetition_penalty != 1.0:
+            history = torch.full((B, P + config.max_new_tokens), self.pad_token_id, device=self.device)
+            history[:, :P] = batch.ids
+        rows = [list(p) for p in prompts] if config.no_repeat_ngram_size else None
+        logits = session.prefill(batch.ids, batch.prefill_positions)
         finished = torch.zeros(B, dtype=torch.bool, device=self.device)
         for step in range(config.max_new_tokens):
-            token = next_token(logits, config, seen=seen, generator=generator)  # (B,)
-            token = torch.where(finished, torch.full_like(token, self.pad_token_id), token)
+            seen = history[:, : P + step] if history is not None else None
+            token = next_token(
+                logits, config, seen=seen, generator=generator, rows=rows, generated=step, stop_ids=stop
+            )  # (B,)
+            token = torch.where(finished, self.pad_token_id, token)
             is_stop = torch.isin(token, stop) & ~finished
-            yield [None if f else int(t) for t, f in zip(token.tolist(), (finished | is_stop).tolist())]
+            values, ended = token.tolist(), (finished | is_stop).tolist()
+            yield [None if e else t for t, e in zip(values, ended)]
             finished |= is_stop
-            if bool(finished.all()) or step == config.max_new_tokens - 1:
+            if all(ended) or step == config.max_new_tokens - 1:
                 return
-            if seen is not None:
-                seen = torch.cat([seen, token[:, None]], dim=1)
-            step_pos = (batch.next_pos + step)[:, None]  # (B, 1)
-            logits = self._logits(token[:, None], batch, cache, step_pos, P + step + 1)
+            if history is not None:
+                history[:, P + step] = token
+            if rows is not None:
+                for row, value in zip(rows, values):
+                    row.append(value)
+            logits = session.step(token[:, None], (batch.next_pos + step)[:, None])
 
     def generate(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> list[Generation]:
+        """One ``Generation`` per prompt and returned sequence: ``num_return_sequences`` in a row per prompt."""
         if config.num_beams > 1:
-            return [self.beam_search(p, config) for p in prompts]
-        outputs: list[list[int]] = [[] for _ in prompts]
-        done = [False] * len(prompts)
+            return self.beam_search_batch(prompts, config)
+        n = config.num_return_sequences
+        outputs: list[list[int]] = [[] for _ in range(len(prompts) * n)]
+        done = [False] * len(outputs)
         for step_tokens in self.stream(prompts, config):
             for row, token in enumerate(step_tokens):
                 if token is None:
@@ -126,75 +227,70 @@ class GenerationEngine:
                 elif not done[row]:
                     outputs[row].append(token)
         return [
-            Generation(tokens=out, finish_reason="stop" if d else "length", prompt_tokens=len(p))
-            for out, d, p in zip(outputs, done, prompts)
+            Generation(tokens=out, finish_reason="stop" if d else "length", prompt_tokens=len(prompts[i // n]))
+            for i, (out, d) in enumerate(zip(outputs, done))
         ]
 
     # ------------------------------------------------------------------------------------------
     def beam_bytes(self, beams: int, prompt_tokens: int, max_new: int) -> int:
-        """About the memory a beam search of ``beams`` takes at its peak: the KV cache (twice: reordering the
-        beams copies it) and the prefill's logits over every prompt position, per beam."""
+        """About the memory a beam search of ``beams`` rows (beams x prompts) takes at its peak: the KV cache
+        (twice: reordering the beams copies it) and the prefill's logits over every prompt position, per row."""
         cfg = self.model.config
         dtype_bytes = next(self.model.parameters()).element_size()
         cache = 2 * cfg.num_layers * cfg.query_groups * (prompt_tokens + max_new) * cfg.head_dim * dtype_bytes
         logits = (prompt_tokens + 3) * cfg.padded_vocab_size * 4
         return beams * (2 * cache + logits)
 
-    def check_beam_memory(self, beams: int, prompt_tokens: int, max_new: int) -> None:
+    def check_beam_memory(self, beams: int, prompt_tokens: int, max_new: int, prompts: int = 1) -> None:
         """Refuse a beam search that would not fit in the memory free on the model's device, naming the widest
-        that would (``--beams 100000`` asks for tens of GB)."""
+        that would (``--beams 100000`` asks for tens of GB); ``prompts`` searched at once multiply the need."""
         free = _free_bytes(self.device)
         if free is None:
             return
-        need = self.beam_bytes(beams, prompt_tokens, max_new)
+        need = self.beam_bytes(beams * prompts, prompt_tokens, max_new)
         budget = int(0.8 * free)
         if need > budget:
-            fits = max(1, budget // max(1, self.beam_bytes(1, prompt_tokens, max_new)))
+            fits = max(1, budget // max(1, self.beam_bytes(prompts, prompt_tokens, max_new)))
             raise ConfigError(
-                f"num_beams={beams} needs about {need / 2**30:.1f} GiB for the search ({prompt_tokens} prompt + "
-                f"{max_new} new tokens) but {free / 2**30:.1f} GiB are free on {self.device}; use at most "
-                f"{fits} beams, or fewer new tokens"
+                f"num_beams={beams} x {prompts} prompt(s) needs about {need / 2**30:.1f} GiB for the search "
+                f"({prompt_tokens} prompt + {max_new} new tokens) but {free / 2**30:.1f} GiB are free on "
+                f"{self.device}; use at most {fits} beams, fewer prompts at once, or fewer new tokens"
             )
 
-    @torch.inference_mode()
     def beam_search(self, prompt: Sequence[int], config: GenerationConfig) -> Generation:
-        """Standard beam search with length normalisation (as transformers' ``num_beams``)."""
+        """Beam search for one prompt: its best beam (see ``beam_search_batch``)."""
+        return self.beam_search_batch([prompt], dataclasses.replace(config, num_return_sequences=1))[0]
+
+    @torch.inference_mode()
+    def beam_search_batch(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> list[Generation]:
+        """Beam search over several prompts at once, as transformers' ``num_beams`` (``_beam_search``)."""
+        from megasense.inference.beam import BeamSearch
+
         K = config.num_beams
-        self.check_beam_memory(K, len(prompt), config.max_new_tokens)  # before anything is allocated
-        batch = self._prepare([prompt] * K, config.max_new_tokens)
-        P = batch.ids.shape[1]
-        cache = self.model.new_kv_cache(K, P + config.max_new_tokens)
-        stop = set(self._stop_ids(config).tolist())
-        logprobs = self._logits(batch.ids, batch, cache, None, P).float().log_softmax(-1)  # (K, V)
-        beam_scores = torch.full((K,), float("-inf"), device=self.device)
-        beam_scores[0] = 0.0  # all beams start identical: expand from one
-        beams: list[list[int]] = [[] for _ in range(K)]
-        done: list[tuple[float, list[int], str]] = []  # (normalised score, tokens, finish reason)
+        P = max((len(p) for p in prompts), default=0)
+        self.check_beam_memory(K, P, config.max_new_tokens, len(prompts))  # before anything is allocated
+        batch = self._prepare([p for p in prompts for _ in range(K)], config.max_new_tokens)
+        session = self._session(batch, batch.ids.shape[1] + config.max_new_tokens)
+        search = BeamSearch(config, len(prompts), self._stop_ids(config), batch.ids, self.pad_token_id)
+        logits = session.prefill(batch.ids, batch.prefill_positions)
         for step in range(config.max_new_tokens):
-            norm = (step + 1) ** config.length_penalty
-            V = logprobs.shape[-1]
-            totals = (beam_scores[:, None] + logprobs).flatten()  # (K*V,)
-            top_scores, top_index = torch.topk(totals, 2 * K)
-            next_beams, next_scores, origins = [], [], []
-            for score, index in zip(top_scores.tolist(), top_index.tolist()):
-                origin, token = divmod(index, V)
-                if token in stop:
-                    done.append((score / norm, beams[origin], "stop"))
-                elif len(next_beams) < K:
-                    next_beams.append(beams[origin] + [token])
-                    next_scores.append(score)
-                    origins.append(origin)
-            best_open = max(next_scores, default=float("-inf")) / norm
-            finished_enough = len(done) >= K and max(d[0] for d in done) >= best_open
-            if finished_enough or not next_beams or step == config.max_new_tokens - 1:
-                done.extend((s / norm, b, "length") for s, b in zip(next_scores, next_beams))
+            logprobs = process(
+                logits.log_softmax(-1),
+                config,
+                seen=search.seen(),
+                rows=search.rows(batch.lengths) if config.no_repeat_ngram_size else None,
+                generated=step,
+                stop_ids=search.stop,
+            )
+            origins, tokens = search.advance(logprobs, step)
+            if search.done:
                 break
-            cache.reorder(torch.tensor(origins, device=self.device))
-            beams, beam_scores = next_beams, torch.tensor(next_scores, device=self.device)
-            tokens = torch.tensor([b[-1] for b in beams], device=self.device)[:, None]
-            logprobs = self._logits(tokens, batch, cache, None, P + step + 1).float().log_softmax(-1)
-        score, best, reason = max(done, key=lambda d: d[0])
-        return Generation(tokens=list(best), finish_reason=reason, prompt_tokens=len(prompt), score=score)
+            session.reorder(origins)
+            logits = session.step(tokens[:, None], (batch.next_pos + step)[:, None])
+        return [
+            Generation(tokens=t, finish_reason=r, prompt_tokens=len(prompts[i // config.num_return_sequences]), score=s)
+            for i, (t, r, s) in enumerate(search.results())
+        ]
 
 
 def _free_bytes(device: torch.device) -> int | None:

@@ -57,21 +57,25 @@ def evaluate_texts(
     baseline: bool = True,
     source: str = "",
     progress: Progress | None = None,
+    aspects: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The report of ``predictor`` (a classifier) on ``texts`` with canonical ``gold`` labels (tuples of
-    labels for a multi-label model; see ``labels.read_gold``)."""
+    labels for a multi-label model; see ``labels.read_gold``); with ``aspects``, of a pair model on
+    (text, aspect) pairs (no VADER beside it: it cannot tell one aspect of a text from another)."""
     if len(texts) != len(gold):
         raise ValueError(f"{len(texts)} texts but {len(gold)} gold labels")
+    pair = {} if aspects is None else {"aspects": list(aspects)}
+    baseline = baseline and aspects is None
     model_labels = tuple(predictor.labels)
     if getattr(predictor, "multi_label", False):
         if labels:
             raise LabelError("--labels does not apply to a multi-label model")
-        batch = predictor.predict(list(texts), progress=progress)
+        batch = predictor.predict(list(texts), progress=progress, **pair)
         report = multilabel_report([tuple(g) for g in gold], batch.label_sets, model_labels, probs=batch.probs)
         return {**report, "model": predictor.name, "data": source, "labels": list(model_labels), "restricted": False}
     allowed = evaluation_labels(model_labels, gold, labels, source=source)
     restricted = predictor.restricted(allowed) if allowed else predictor
-    batch = restricted.predict(list(texts), progress=progress)
+    batch = restricted.predict(list(texts), progress=progress, **pair)
     used = tuple(restricted.labels)
     report = classification_report(list(gold), batch.labels, used, confidence=batch.scores.tolist())
     report["model"] = predictor.name

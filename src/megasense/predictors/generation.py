@@ -132,9 +132,10 @@ class ChatStream:
 class TextGenerator:
     """Prompts (plain or chat) -> generated text, with the tokenizer's end tokens as stop tokens."""
 
-    def __init__(self, loaded: LoadedModel, *, context_tokens: int | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, *, context_tokens: int | None = None, precision: str = "auto") -> None:
         """``context_tokens``: the most tokens (prompt + reply) a chat may take; default, and at most, the model's
-        ``max_position_embeddings``."""
+        ``max_position_embeddings``. ``precision``: how the engine runs the model (``GENERATION_PRECISIONS``);
+        ``auto`` is the fastest path measured to keep quality, ``fp32`` the exact one."""
         require_text_model(loaded, arch="gpt", needs="generation needs a decoder")
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
@@ -146,7 +147,9 @@ class TextGenerator:
         chat_end = self.tokenizer.token_to_id("<|im_end|>")  # ChatML models end a turn with it
         if chat_end is not None:
             stops.add(chat_end)
-        self.engine = GenerationEngine(loaded.model, eos_token_ids=sorted(stops), pad_token_id=self.tokenizer.pad_id)
+        self.engine = GenerationEngine(
+            loaded.model, eos_token_ids=sorted(stops), pad_token_id=self.tokenizer.pad_id, precision=precision
+        )
 
     @property
     def has_chat_template(self) -> bool:
@@ -167,13 +170,27 @@ class TextGenerator:
         return ids
 
     def generate(
-        self, prompts: Sequence[str] | str, config: GenerationConfig, *, chat: bool | None = None
+        self,
+        prompts: Sequence[str] | str,
+        config: GenerationConfig,
+        *,
+        chat: bool | None = None,
+        stop: Sequence[str] = (),
     ) -> list[tuple[str, Generation]]:
-        """(text, generation) for each prompt; the text excludes the prompt and the stop token."""
+        """(text, generation) for each prompt (``num_return_sequences`` in a row per prompt); the text excludes
+        the prompt and the stop token, and ends before the first of the ``stop`` strings (the generation's
+        tokens stay whole; its finish reason becomes ``stop``)."""
         prompts = check_texts(prompts)
+        stops = check_stop(stop)
         ids = [self.prompt_ids(p, chat=chat) for p in prompts]
-        generations = self.engine.generate(ids, config)
-        return [(self.tokenizer.decode(g.tokens), g) for g in generations]
+        results = []
+        for g in self.engine.generate(ids, config):
+            text = self.tokenizer.decode(g.tokens)
+            cut = _first_stop(text, stops)
+            if cut is not None:
+                text, g.finish_reason = text[:cut], "stop"
+            results.append((text, g))
+        return results
 
     def stream(
         self, prompt: str, config: GenerationConfig, *, chat: bool | None = None, stop: Sequence[str] = ()
@@ -346,6 +363,10 @@ def _pieces(
 
     With stop strings, the text is cut before the first one and generation ends there; a tail of the text that
     could be the start of a stop string is held back until the next tokens show whether it is."""
+    if config.num_return_sequences != 1:
+        raise MegasenseInputError(
+            f"num_return_sequences={config.num_return_sequences}: a stream is one reply; use generate for several"
+        )
     text = _IncrementalText(tokenizer)
     pending = ""  # decoded but not yielded yet (a possible start of a stop string)
     generated, finish = 0, "length"

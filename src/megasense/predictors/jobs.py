@@ -9,7 +9,7 @@ and predicts them in one call, which lets it choose the labels to restrict to be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,19 +47,22 @@ def _empty_rows(texts: list[str], first_row: int, path: Path, strict: bool) -> l
     return empty
 
 
-def predict_frame(predictor, texts: list[str], *, progress: Progress | None = None, slots=None) -> pd.DataFrame:
+def predict_frame(
+    predictor, texts: list[str], *, progress: Progress | None = None, slots=None, aspects: list[str] | None = None
+) -> pd.DataFrame:
     """The prediction columns for ``texts`` (see ``SentimentBatch.columns``); empty texts get an empty label
     and no probabilities. With a slot filler (``predictors.slots.SlotFiller``), a ``slots`` column holds each
     text's slots as JSON (``[{"slot", "value", "start", "end", "score"}, ...]``); ``predictor`` may then be
-    None (slots alone)."""
+    None (slots alone). With ``aspects`` (one per text) a pair model predicts the sentiment toward each."""
     keep = [i for i, t in enumerate(texts) if t.strip()]
     kept = [texts[i] for i in keep]
+    pair = {} if aspects is None else {"aspects": [aspects[i] for i in keep]}
     if predictor is None:
         frame = pd.DataFrame(index=range(len(texts)), columns=["slots"], dtype=object)
         frame["slots"] = "[]"
         frame.loc[keep, "slots"] = _slot_column(slots, kept, progress)
         return frame
-    columns = predictor.predict(kept, progress=progress).columns()
+    columns = predictor.predict(kept, progress=progress, **pair).columns()
     if slots is not None:
         columns["slots"] = _slot_column(slots, kept, None)
     frame = pd.DataFrame(index=range(len(texts)), columns=list(columns), dtype=object)
@@ -91,6 +94,8 @@ def predict_file(
     preview_rows: int | None = None,
     encoding: str | None = None,
     slots=None,
+    aspect_col: str | None = None,
+    redactor: Callable[[list[str]], list[str]] | None = None,
 ) -> PredictSummary:
     """Add ``label``, ``score``, ``prob_<label>`` and ``chunks`` columns to every row of a table (and ``slots``
     with a slot filler; ``predictor`` None: ``slots`` alone).
@@ -98,6 +103,8 @@ def predict_file(
     With ``output`` the rows are written there (atomically; never over the input); without, they are
     returned in ``summary.frames`` (only the first ``preview_rows``, when given, so memory stays bounded).
     ``encoding``: the input's text encoding (``gbk``); None reads UTF-8 or what a byte-order mark says.
+    ``aspect_col``: a pair model's second input (aspect sentiment), one aspect per row.
+    ``redactor`` (``privacy.Redactor``): the text column is redacted before it is scored and written.
     """
     source = Path(source)
     summary = PredictSummary(output=Path(output) if output is not None else None)
@@ -107,9 +114,13 @@ def predict_file(
         for chunk in read_chunks(source, chunk_rows=chunk_rows, encoding=encoding):
             require_column(chunk.frame, text_col, source)
             texts = text_column(chunk.frame, text_col)
+            if redactor is not None:  # before the model: every column written derives from the redacted text
+                texts = redactor(texts)
+                chunk.frame[text_col] = texts
             empty = _empty_rows(texts, chunk.first_row, source, strict)
+            aspects = aspect_column(chunk.frame, aspect_col, texts, chunk.first_row, source)
             estimate_total(progress, summary.rows + len(texts), chunk.done)
-            predicted = predict_frame(predictor, texts, progress=progress, slots=slots)
+            predicted = predict_frame(predictor, texts, progress=progress, slots=slots, aspects=aspects)
             if progress is not None and empty:
                 progress(len(empty))
             frame = chunk.frame.reset_index(drop=True)
@@ -140,6 +151,24 @@ def predict_file(
     return summary
 
 
+def aspect_column(
+    frame: pd.DataFrame, column: str | None, texts: list[str], first_row: int, path: Path
+) -> list[str] | None:
+    """The aspects of a chunk (None without ``column``); a row with a text but no aspect is refused by number."""
+    if column is None:
+        return None
+    require_column(frame, column, path, option="--aspect-col")
+    aspects = text_column(frame, column)
+    missing = [i for i, (t, a) in enumerate(zip(texts, aspects)) if t.strip() and not a.strip()]
+    if missing:
+        rows = ", ".join(str(first_row + i) for i in missing[:10])
+        raise TableError(
+            f"{path}: column {column!r} is empty in {len(missing)} rows with a text (rows {rows}); "
+            "a pair model needs an aspect for every text"
+        )
+    return aspects
+
+
 @dataclass
 class LabelledTexts:
     """A labelled table read once: the non-empty texts, their canonical gold labels, and what was skipped."""
@@ -149,6 +178,8 @@ class LabelledTexts:
     """Canonical labels (tuples of labels for a multi-label model)."""
     skipped_empty: int = 0
     source: str = ""
+    aspects: list[str] | None = None
+    """With an aspect column: each text's aspect (pair models)."""
 
 
 def read_labelled(
@@ -160,6 +191,7 @@ def read_labelled(
     model_labels: Sequence[str] = SENTIMENT_LABELS,
     multi_label: bool = False,
     encoding: str | None = None,
+    aspect_col: str | None = None,
 ) -> LabelledTexts:
     """Texts and gold labels of every non-empty row, in one pass, read for a model with ``model_labels``
     (``labels.read_gold``: sentiment labels are normalised over the whole column, so numbers read
@@ -167,6 +199,7 @@ def read_labelled(
     source = Path(source)
     texts: list[str] = []
     raw: list[object] = []
+    aspects: list[str] = []
     empty = 0
     first = None
     for chunk in read_chunks(source, encoding=encoding):
@@ -175,6 +208,7 @@ def read_labelled(
         first = chunk.first_row if first is None else first
         chunk_texts = text_column(chunk.frame, text_col)
         skip = set(_empty_rows(chunk_texts, chunk.first_row, source, strict))
+        aspects.extend(aspect_column(chunk.frame, aspect_col, chunk_texts, chunk.first_row, source) or [])
         empty += len(skip)
         labels = chunk.frame[label_col].tolist()
         raw.extend(labels)
@@ -186,7 +220,8 @@ def read_labelled(
     except LabelError as exc:
         raise LabelError(f"{source}: {exc}") from None
     kept = [i for i, t in enumerate(texts) if t is not None]
-    return LabelledTexts([texts[i] for i in kept], [gold[i] for i in kept], empty, str(source))
+    paired = [aspects[i] for i in kept] if aspect_col is not None else None
+    return LabelledTexts([texts[i] for i in kept], [gold[i] for i in kept], empty, str(source), paired)
 
 
 def evaluate_file(
@@ -200,8 +235,10 @@ def evaluate_file(
     strict: bool = False,
     progress: Progress | None = None,
     encoding: str | None = None,
+    aspect_col: str | None = None,
 ) -> dict[str, Any]:
-    """The report ``megasense evaluate`` prints: metrics of the model (and VADER for English) on a labelled table."""
+    """The report ``megasense evaluate`` prints: metrics of the model (and VADER for English) on a labelled table;
+    with ``aspect_col``, of a pair model on (text, aspect) rows."""
     data = read_labelled(
         source,
         label_col=label_col,
@@ -210,10 +247,18 @@ def evaluate_file(
         model_labels=tuple(predictor.labels),
         multi_label=getattr(predictor, "multi_label", False),
         encoding=encoding,
+        aspect_col=aspect_col,
     )
     estimate_total(progress, len(data.texts), 1.0)
     report = evaluate_texts(
-        predictor, data.texts, data.gold, labels=labels, baseline=baseline, source=data.source, progress=progress
+        predictor,
+        data.texts,
+        data.gold,
+        labels=labels,
+        baseline=baseline,
+        source=data.source,
+        progress=progress,
+        aspects=data.aspects,
     )
     report["skipped_empty"] = data.skipped_empty
     return report

@@ -104,11 +104,25 @@ class SentimentClassifier:
         clone.task = self.task.restricted(labels)
         return clone
 
-    def predict(self, texts: Sequence[str] | str, *, progress: Progress | None = None) -> SentimentBatch:
+    @property
+    def pair(self) -> str:
+        """What the model reads beside each text (``aspect`` for aspect sentiment); empty: the text alone."""
+        return self.loaded.head.pair
+
+    def predict(
+        self,
+        texts: Sequence[str] | str,
+        *,
+        aspects: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> SentimentBatch:
+        """Predictions for ``texts``; a pair model (``pair == "aspect"``) needs one aspect per text and gives
+        the sentiment toward that aspect."""
         texts = check_texts(texts)
+        aspects = self._check_aspects(texts, aspects)
         if not texts:
             return self.task.decode(np.zeros((0, len(self.labels)), dtype=np.float32), [])
-        plan = self.task.encode(texts)
+        plan = self.task.encode(texts, aspects)
         logits: torch.Tensor | None = None
         done = set()
         for indices, out in self.engine.batches(plan.sequences):
@@ -129,6 +143,29 @@ class SentimentClassifier:
             )
         return self.task.aggregate(logits, plan)
 
+    def _check_aspects(self, texts: list[str], aspects: Sequence[str] | str | None) -> list[str] | None:
+        if aspects is None:
+            if self.pair:
+                raise MegasenseInputError(
+                    f"model {self.name!r} reads each text with its {self.pair}: give one per text "
+                    f"(--{self.pair}-col COLUMN, or {self.pair}s=[...])"
+                )
+            return None
+        if not self.pair:
+            raise MegasenseInputError(
+                f"model {self.name!r} reads texts alone, not (text, aspect) pairs; use aspect-sentiment-en or a "
+                "model trained with `megasense train --aspect-col`"
+            )
+        aspects = [aspects] if isinstance(aspects, str) else list(aspects)
+        if len(aspects) != len(texts):
+            raise MegasenseInputError(f"{len(texts)} texts but {len(aspects)} aspects: give one aspect per text")
+        blank = [i for i, a in enumerate(aspects) if not isinstance(a, str) or not a.strip()]
+        if blank:
+            raise MegasenseInputError(
+                f"{len(blank)} empty or missing aspects (at positions {blank[:10]}); every text needs an aspect"
+            )
+        return aspects
+
 
 class SentimentRouter:
     """The ``default`` model: Chinese (and other non-Latin) texts to the multilingual classifier, others to
@@ -146,6 +183,7 @@ class SentimentRouter:
 
     multi_label = False
     oos_label = ""
+    pair = ""
 
     @property
     def multilingual(self) -> SentimentClassifier:
@@ -161,8 +199,14 @@ class SentimentRouter:
     def restricted(self, labels: Sequence[str] | None) -> SentimentRouter:
         return SentimentRouter(self.english.restricted(labels), lambda: self.multilingual.restricted(labels))
 
-    def predict(self, texts: Sequence[str] | str, *, progress: Progress | None = None) -> SentimentBatch:
+    def predict(
+        self, texts: Sequence[str] | str, *, aspects: Sequence[str] | None = None, progress: Progress | None = None
+    ) -> SentimentBatch:
         texts = check_texts(texts)
+        if aspects is not None:
+            raise MegasenseInputError(
+                "the default model reads texts alone, not (text, aspect) pairs; use --model aspect-sentiment-en"
+            )
         route = np.array([needs_multilingual(t) for t in texts], dtype=bool)
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         windows = [1] * len(texts)

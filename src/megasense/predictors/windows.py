@@ -10,7 +10,8 @@ softmax is taken over the allowed labels only).
 The same task serves every text classifier, not only sentiment: a multi-label model (``multi_label``:
 a sigmoid per label, every label above its threshold predicted, emotions) and a model with an
 out-of-scope label (``oos_label``: intents; a text whose in-scope score, the log-sum-exp of the other
-labels' logits, is below ``oos_threshold`` is answered out-of-scope).
+labels' logits, is below ``oos_threshold`` is answered out-of-scope). A pair classifier (aspect-based
+sentiment) reads each text with its aspect as a sentence pair (``encode(texts, aspects)``).
 """
 
 from __future__ import annotations
@@ -114,8 +115,14 @@ class SentimentTask:
             temperature=self.temperature,
         )
 
-    def encode(self, texts: Sequence[str]) -> WindowPlan:
-        """Token windows of every text; texts longer than ``max_length`` get overlapping windows."""
+    def encode(self, texts: Sequence[str], aspects: Sequence[str] | None = None) -> WindowPlan:
+        """Token windows of every text; texts longer than ``max_length`` get overlapping windows.
+
+        With ``aspects`` (one per text) each window is a sentence pair, ``[CLS] text [SEP] aspect [SEP]``
+        (``<s> text </s> aspect </s>`` for SentencePiece models): a long text is windowed as alone and every
+        window carries the whole aspect, cut to a quarter of the window (aspects are a few words)."""
+        if aspects is not None:
+            return self._encode_pairs(texts, aspects)
         full = self.tokenizer.encode_batch([self.prefix + t for t in texts])
         plan = WindowPlan(sequences=[], owner=[], weight=[], windows=[])
         framing = len(self._start) + len(self._end) + len(self._prefix_ids)
@@ -137,6 +144,33 @@ class SentimentTask:
             plan.weight.extend(weights)
             plan.owner.extend([index] * len(windows))
             plan.windows.append(len(windows))
+        return plan
+
+    def _encode_pairs(self, texts: Sequence[str], aspects: Sequence[str]) -> WindowPlan:
+        if len(aspects) != len(texts):
+            raise ConfigError(f"{len(texts)} texts but {len(aspects)} aspects: give one aspect per text")
+        # The pair is built from the single-text frame rather than the tokenizer's pair template, so every
+        # tokenizer kind (WordPiece, BPE, SentencePiece) pairs the same way and long texts still window.
+        tails = [
+            [*ids[: max(1, self._room // 4)], *self._end]
+            for ids in self.tokenizer.encode_batch(list(aspects), add_special_tokens=False)
+        ]
+        bodies = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        plan = WindowPlan(sequences=[], owner=[], weight=[], windows=[])
+        for index, (body, tail) in enumerate(zip(bodies, tails)):
+            room = self._room - len(tail)
+            step = max(1, room - min(self.overlap, room // 2))
+            starts = range(0, max(1, len(body) - (room - step)), step) if len(body) > room else range(1)
+            count = 0
+            for begin in starts:
+                piece = body[begin : begin + room]
+                plan.sequences.append([*self._start, *self._prefix_ids, *piece, *self._end, *tail])
+                plan.weight.append(max(1, len(piece)))
+                plan.owner.append(index)
+                count += 1
+                if begin + room >= len(body):
+                    break
+            plan.windows.append(count)
         return plan
 
     def probabilities(self, logits: torch.Tensor, plan: WindowPlan) -> np.ndarray:

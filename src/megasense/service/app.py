@@ -44,7 +44,9 @@ from megasense.service.auth import KeyChecker
 from megasense.service.backends import Backend, load_backends
 from megasense.service.batching import DynamicBatcher, NotRunning, QueueFull
 from megasense.service.chat import CHAT_PATH, ChatBackend, ChatError, chat_router, load_chat_backend
+from megasense.service.explain import explain_router
 from megasense.service.gate import BODY_KEY, RequestGate, error_response, unparseable_body
+from megasense.service.log_redaction import install_log_redaction
 from megasense.service.metrics import ObserveRequests, ServiceMetrics
 from megasense.service.schemas import (
     ClassificationRequest,
@@ -68,6 +70,7 @@ from megasense.service.schemas import (
     Usage,
 )
 from megasense.service.settings import TASK_SETTINGS, ServiceSettings
+from megasense.service.summarize import load_summarizer, summarize_router
 
 log = logging.getLogger("megasense.service")
 
@@ -100,6 +103,8 @@ class ServiceState:
         self.served: dict[str, _Served] = {}  # task -> model and its batcher
         self.assistant = None
         """The product assistant (``service.assist``), with ``assistant_catalogue``."""
+        self.summarizer = None
+        """The summarizer on the chat model (``service.summarize``), with ``chat_model``."""
 
     def begin_drain(self) -> None:
         """Stop taking requests (readiness flips now; liveness stays until the process exits)."""
@@ -360,6 +365,7 @@ def create_app(
     """The app for ``settings``; ``backends`` (default: load the configured models) runs in the lifespan."""
     settings = settings or ServiceSettings()
     state = ServiceState(settings)
+    install_log_redaction(settings.redact_logs)
     loader = backends or load_backends
 
     def batcher(backend: Backend, executor=None) -> DynamicBatcher:
@@ -397,6 +403,8 @@ def create_app(
                     responder, max_streams=settings.chat_max_streams, max_waiting=settings.max_queue_texts
                 )
                 chat.routes[responder.name] = _Served(backend, None)
+        if settings.chat_model:
+            state.summarizer = await asyncio.to_thread(load_summarizer, settings)
         state.ready = True
         log.info("megasense service ready: %s", ", ".join(f"{t}={s.backend.name}" for t, s in state.served.items()))
         try:
@@ -434,6 +442,8 @@ def create_app(
     app.include_router(_router(state))
     app.include_router(chat_router(state))
     app.include_router(assistant_router(state))
+    app.include_router(summarize_router(state))
+    app.include_router(explain_router(state))
 
     @app.get("/health", summary="The process is alive (200 until it exits, also while it drains)")
     async def health() -> dict:

@@ -86,6 +86,10 @@ class ServiceSettings(BaseSettings):
     """Precision of the classifiers (sentiment, intent, emotion) and the slot filler, as ``megasense predict
     --precision``: auto, fp32, bf16, int8, onnx, onnx-int8."""
     log_level: str = "info"
+    redact_logs: bool = True
+    """Replace e-mail addresses, phone numbers, URLs, card and ID numbers and IP addresses in the service's log
+    records (tracebacks and access lines, where request texts can reach the logs) by [EMAIL], [PHONE], ...;
+    off only where the logs are as private as the requests."""
 
     @field_validator(
         "intent_model",

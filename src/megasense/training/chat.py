@@ -49,6 +49,7 @@ from megasense.training.chat_data import (
     EncodedChats,
     encode_conversations,
     read_conversations,
+    read_pairs,
     split_holdout,
 )
 from megasense.training.checkpoint import STATE, TrainingCheckpoints
@@ -444,12 +445,15 @@ def train_chat(
     overwrite: bool = False,
     resume: bool = False,
     command: str | None = None,
+    task: str = "chat",
     **options: Any,
 ) -> ChatTrainResult:
     """``megasense train DIALOGS.jsonl --task chat``: fine-tune ``base`` on the conversations in ``data`` (held-out
     conversations from ``val``, else a ``holdout`` fraction of ``data``) and save the best model to ``output``: an
     adapter on ``base`` with LoRA, a release without. ``options`` are ``ChatTrainConfig`` fields (``lora``,
     ``lora_rank``, ``epochs``, ``max_steps``, ``lr``, ``batch_size``, ``max_length``, ``eval_every``, ...).
+    ``task="generate"`` (``megasense train PAIRS.csv --task generate``): ``data`` and ``val`` are tables of
+    prompt/response or text/summary pairs (``chat_data.read_pairs``), each one exchange, loss on the response.
 
     >>> train_chat("dialogs.jsonl", base="smollm2-135m", output="my-chat", max_steps=200)  # doctest: +SKIP
     """
@@ -464,8 +468,10 @@ def train_chat(
         arguments = [repr(str(data)), repr(str(val) if val else None), *(f"{k}={v!r}" for k, v in given.items())]
         command = f"megasense.training.chat.train_chat({', '.join(arguments)})"
     check_output_dir(Path(output), overwrite=overwrite)  # fail before training, not after
-    train_data = read_conversations(data)
-    val_data = read_conversations(val) if val else None
+    # --task generate: a table of prompt/response (or text/summary) pairs, each read as a one-exchange conversation
+    read = read_pairs if task == "generate" else read_conversations
+    train_data = read(data)
+    val_data = read(val) if val else None
     if val_data is not None:
         train, heldout = train_data.conversations, val_data.conversations
     else:
@@ -478,7 +484,7 @@ def train_chat(
     }
     card = chat_card(Path(output).name, base_name, result, data=train_data, val=val_data, command=command)
     metadata = {
-        "task": "chat",
+        "task": task,
         "command": command,
         "train": result.config.to_dict(),
         "perplexity_before": None if result.before is None else asdict(result.before),

@@ -279,3 +279,59 @@ def split_holdout(
     random.Random(config.seed).shuffle(order)
     held = set(order[:n])
     return [c for i, c in enumerate(conversations) if i not in held], [conversations[i] for i in sorted(held)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Prompt/response pairs (``megasense train PAIRS.csv --task generate``)
+# ----------------------------------------------------------------------------------------------
+PAIR_COLUMNS = (("prompt", "response"), ("text", "summary"))
+"""The column pairs a pairs table may have, in the order they are looked for."""
+
+SUMMARY_INSTRUCTION = "Summarize the text."
+"""What a ``text``/``summary`` pair's user turn asks before the text; ``summaries`` asks a model fine-tuned on pairs
+the same (``pair_messages``), so it is prompted as it was trained."""
+
+
+def pair_messages(prompt: str, response: str | None = None, *, summary: bool = False) -> list[dict[str, str]]:
+    """A pair as chat messages: the user's prompt (after ``SUMMARY_INSTRUCTION`` for a text to summarize) and, when
+    given, the assistant's response: one exchange, so chat fine-tuning learns the response alone."""
+    user = f"{SUMMARY_INSTRUCTION}\n\n{prompt}" if summary else prompt
+    messages = [{"role": "user", "content": user}]
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def read_pairs(path: str | Path) -> ChatData:
+    """Conversations of one exchange from a table (CSV, TSV, JSONL, Parquet) with ``prompt`` and ``response`` columns,
+    or ``text`` and ``summary`` (the text asked to be summarized); rows with an empty prompt or response are skipped
+    and counted by row number."""
+    from megasense.files.tables import read_chunks, text_column
+
+    path = Path(path)
+    data = ChatData(conversations=[], source=str(path))
+    columns: tuple[str, str] | None = None
+    rows = 0
+    for chunk in read_chunks(path):
+        if columns is None:
+            columns = next((pair for pair in PAIR_COLUMNS if set(pair) <= set(chunk.frame.columns)), None)
+            if columns is None:
+                found = ", ".join(map(repr, chunk.frame.columns))
+                raise ChatDataError(
+                    f"{path}: expected columns prompt and response (or text and summary) for --task generate; the "
+                    f"columns are: {found}"
+                )
+        prompts, responses = text_column(chunk.frame, columns[0]), text_column(chunk.frame, columns[1])
+        for offset, (prompt, response) in enumerate(zip(prompts, responses)):
+            row = chunk.first_row + offset
+            rows += 1
+            if not prompt.strip() or not response.strip():
+                data.no_assistant.append(row)
+                continue
+            messages = pair_messages(prompt, response, summary=columns == ("text", "summary"))
+            data.conversations.append(Conversation(messages=messages, line=row, source=str(path)))
+    if not data.conversations:
+        raise ChatDataError(
+            f"{path}: no row with both a prompt and a response ({rows} rows, {len(data.no_assistant)} with one empty)"
+        )
+    return data

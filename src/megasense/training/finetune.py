@@ -39,13 +39,14 @@ from megasense.config import HeadConfig
 from megasense.config.train import TrainConfig, check_finetune_numbers
 from megasense.data.collate import pad_right
 from megasense.errors import ConfigError, LabelError
-from megasense.files.tables import read_table, require_column
+from megasense.files.tables import read_table, require_column, text_column
 from megasense.formats.adapter import classifier_on, save_adapter
 from megasense.formats.release import LoadedModel, require_finite, save_release
 from megasense.models import weights_for_saving
 from megasense.models.lora import LoRASettings, apply_lora, merge_lora, trainable_state_dict
 from megasense.predictors.calibration import calibrate_oos_threshold, fit_temperature, tune_label_thresholds
 from megasense.predictors.evaluation import evaluate_texts
+from megasense.predictors.jobs import aspect_column
 from megasense.predictors.labels import OOS_NAMES, SENTIMENT_LABELS, infer_labels, read_gold
 from megasense.predictors.metrics import expected_calibration_error
 from megasense.predictors.sentiment import SentimentClassifier
@@ -182,6 +183,8 @@ class Examples:
     label_mask: list[tuple[bool, ...]] | None = None
     """Per row, which of the model's labels the row may have (None: all, for every row). Rows of a binary
     source (negative/positive) are trained on those two only and evaluated restricted to them."""
+    aspects: list[str] | None = None
+    """Per text, the aspect a pair model reads beside it (aspect sentiment); None: texts alone."""
 
     def allowed_labels(self, names: Sequence[str]) -> tuple[str, ...] | None:
         """The labels any row allows (what evaluation restricts predictions to), or None when that is all."""
@@ -214,7 +217,13 @@ def concat_examples(parts: Sequence[Examples], source: str = "") -> Examples:
     if any(p.label_mask is not None for p in parts):
         width = len(next(p.label_mask for p in parts if p.label_mask is not None)[0])
         mask = [m for p in parts for m in (p.label_mask or [(True,) * width] * len(p.texts))]
-    return Examples(texts=texts, labels=labels, source=source, label_mask=mask, label_names=next(iter(names)))
+    paired = {p.aspects is not None for p in parts}
+    if len(paired) > 1:
+        raise ValueError("cannot join examples with aspects and examples without: give every part an aspect column")
+    aspects = [a for p in parts for a in p.aspects] if paired == {True} else None
+    return Examples(
+        texts=texts, labels=labels, source=source, label_mask=mask, label_names=next(iter(names)), aspects=aspects
+    )
 
 
 @dataclass
@@ -240,12 +249,15 @@ def read_examples(
     label_col: str = "label",
     labels: Sequence[str] | None = None,
     multi_label: bool = False,
+    aspect_col: str | None = None,
 ) -> Examples:
     """Texts and label indices from a table; empty texts are skipped (counted); bad labels raise with row numbers.
 
-    ``labels`` are the model's (the indices refer to them); None: from this column (``infer_labels``)."""
+    ``labels`` are the model's (the indices refer to them); None: from this column (``infer_labels``).
+    ``aspect_col``: each row's aspect, for a pair model (a row with a text but no aspect raises)."""
     frame = read_table(path)
     require_column(frame, text_col, path)
+    aspect_values = aspect_column(frame, aspect_col, text_column(frame, text_col), 2, Path(path))
     require_column(frame, label_col, path, option="--label-col")
     values = frame[label_col].tolist()
     if labels is None:
@@ -256,17 +268,26 @@ def read_examples(
     except LabelError as exc:
         raise LabelError(f"{path}: {exc}") from None
     index = {name: i for i, name in enumerate(labels)}
-    texts, ids, empty = [], [], 0
-    for text, label in zip(frame[text_col].tolist(), gold):
+    texts, ids, aspects, empty = [], [], [], 0
+    for row, (text, label) in enumerate(zip(frame[text_col].tolist(), gold)):
         text = "" if text is None or text != text else str(text)
         if not text.strip():
             empty += 1
             continue
         texts.append(text)
         ids.append(tuple(index[g] for g in label) if multi_label else index[label])
+        if aspect_values is not None:
+            aspects.append(aspect_values[row])
     if not texts:
         raise ValueError(f"{path}: no non-empty texts in column {text_col!r}")
-    return Examples(texts=texts, labels=ids, source=str(path), skipped_empty=empty, label_names=labels)
+    return Examples(
+        texts=texts,
+        labels=ids,
+        source=str(path),
+        skipped_empty=empty,
+        label_names=labels,
+        aspects=aspects if aspect_values is not None else None,
+    )
 
 
 def class_weight_tensor(
@@ -373,7 +394,15 @@ def evaluate_examples(
     else:
         gold = [names[i] for i in examples.labels]
     labels = labels if labels is not None else examples.allowed_labels(loaded.head.labels)
-    report = evaluate_texts(classifier, examples.texts, gold, labels=labels, baseline=False, source=examples.source)
+    report = evaluate_texts(
+        classifier,
+        examples.texts,
+        gold,
+        labels=labels,
+        baseline=False,
+        source=examples.source,
+        aspects=examples.aspects,
+    )
     report["precision"] = classifier.precision
     return report
 
@@ -447,17 +476,27 @@ def finetune(
     config, method_reason = _resolve_method(config, train)
     torch.manual_seed(config.seed)
     model, head = classifier_on(base, config.labels, pooling=config.pooling, dropout=config.dropout)
-    head = dataclasses.replace(head, multi_label=config.multi_label, oos_label=config.oos_label)
+    head = dataclasses.replace(
+        head, multi_label=config.multi_label, oos_label=config.oos_label, pair="aspect" if train.aspects else ""
+    )
     if config.multi_label:
         _prior_bias(model, train.labels, len(config.labels))
     lora = _add_lora(model, config) if config.lora else None
     texts, labels = train.texts, train.labels
     if config.augment and (train.label_mask is not None or config.multi_label):
         raise ConfigError("train.augment does not support multi-label examples or ones with a label_mask")
+    if config.augment and train.aspects is not None:
+        raise ConfigError("train.augment does not support (text, aspect) pairs")
     if config.augment:
         texts, labels = _augment(texts, labels, config)
     tokenizer = base.tokenizer
-    ids = tokenizer.encode_batch([head.text_prefix + t for t in texts], max_length=config.max_length)
+    if train.aspects is not None:  # pairs: the predictor's own encoding, one window per text (its start)
+        plan = SentimentTask(tokenizer, head.labels, prefix=head.text_prefix, max_length=config.max_length, overlap=0)
+        plan = plan.encode(texts, train.aspects)
+        starts = np.cumsum([0, *plan.windows[:-1]])
+        ids = [plan.sequences[i] for i in starts]
+    else:
+        ids = tokenizer.encode_batch([head.text_prefix + t for t in texts], max_length=config.max_length)
     if config.method == "contrastive":
         result = _train_contrastive(model, ids, labels, config, pad_id=tokenizer.pad_id)
     else:
@@ -628,7 +667,7 @@ def _calibrate(
     ``predictors.calibration.OOS_IN_SCOPE_BUDGET`` of the in-scope validation texts)."""
     examples = val if isinstance(val, Examples) else concat_examples(list(val.values()))
     classifier = SentimentClassifier(loaded, max_length=max_length, precision=precision)
-    batch = classifier.predict(examples.texts)
+    batch = classifier.predict(examples.texts, **({} if examples.aspects is None else {"aspects": examples.aspects}))
     probs = batch.probs
     head = loaded.head
     if head.multi_label:
@@ -887,23 +926,23 @@ def train_from_files(
     label_col: str = "label",
     overwrite: bool = False,
     command: str = "",
+    aspect_col: str | None = None,
 ) -> FinetuneResult:
     """``megasense train``: read the tables, fine-tune ``base``, save the best model (release + card) to ``output``.
 
     ``command`` is what made the model (the command line as typed, or the Python call); the card and the
-    release metadata record it beside the config."""
+    release metadata record it beside the config. ``aspect_col``: a pair model on (text, aspect) rows."""
     from megasense.files.atomic import check_output_dir
     from megasense.zoo.load import load_model
 
     config = config or FinetuneConfig()
     check_output_dir(Path(output), overwrite=overwrite)  # fail before training, not after
     multi = config.multi_label
-    train = read_examples(train_path, text_col=text_col, label_col=label_col, labels=config.labels, multi_label=multi)
+    columns = {"text_col": text_col, "label_col": label_col, "multi_label": multi, "aspect_col": aspect_col}
+    train = read_examples(train_path, labels=config.labels, **columns)
     val = None
     if val_path:
-        val = read_examples(
-            val_path, text_col=text_col, label_col=label_col, labels=train.label_names, multi_label=multi
-        )
+        val = read_examples(val_path, labels=train.label_names, **columns)
     loaded = base if isinstance(base, LoadedModel) else load_model(base)
     base_name = str(base.path) if isinstance(base, LoadedModel) else str(base)
     result = finetune(loaded, train, val, config, name=str(output))
@@ -912,6 +951,7 @@ def train_from_files(
     if val is not None:
         columns = [*(["--text-col", text_col] if text_col != "text" else [])]
         columns += ["--label-col", label_col] if label_col != "label" else []
+        columns += ["--aspect-col", aspect_col] if aspect_col else []
         evaluate = shlex.join(
             ["megasense", "evaluate", str(val_path), "--model", str(output), "--precision", config.precision, *columns]
         )
@@ -931,6 +971,7 @@ def train(
     label_col: str = "label",
     overwrite: bool = False,
     command: str | None = None,
+    aspect_col: str | None = None,
     **options: Any,
 ) -> FinetuneResult:
     """Fine-tune ``base`` on a labelled table; ``options`` are FinetuneConfig fields (lora, epochs, lr, ...).
@@ -944,7 +985,7 @@ def train(
     config = FinetuneConfig(**options)
     if command is None:
         given = {"base": base, "output": str(output), "text_col": text_col, "label_col": label_col}
-        given |= {"overwrite": overwrite, **options}
+        given |= {"overwrite": overwrite, **({"aspect_col": aspect_col} if aspect_col else {}), **options}
         arguments = [repr(str(train)), repr(str(val) if val else None), *(f"{k}={v!r}" for k, v in given.items())]
         command = f"megasense.train({', '.join(arguments)})"
     return train_from_files(
@@ -957,4 +998,5 @@ def train(
         label_col=label_col,
         overwrite=overwrite,
         command=command,
+        aspect_col=aspect_col,
     )

