@@ -209,8 +209,9 @@ def explain(
 
 
 def _predictor(model: str | Path | LoadedModel | Predictor, *, precision: str) -> Predictor:
-    loaded = isinstance(model, SentimentClassifier | SentimentRouter)
-    return model if loaded else load_predictor(model, precision=precision)
+    if isinstance(model, SentimentClassifier | SentimentRouter) or hasattr(model, "predict"):
+        return model  # a loaded predictor (or anything that predicts like one)
+    return load_predictor(model, precision=precision)
 
 
 def load_assistant(

@@ -251,8 +251,9 @@ class GenerationEngine:
         budget = int(0.8 * free)
         if need > budget:
             fits = max(1, budget // max(1, self.beam_bytes(prompts, prompt_tokens, max_new)))
+            times = f" x {prompts} prompts" if prompts > 1 else ""
             raise ConfigError(
-                f"num_beams={beams} x {prompts} prompt(s) needs about {need / 2**30:.1f} GiB for the search "
+                f"num_beams={beams}{times} needs about {need / 2**30:.1f} GiB for the search "
                 f"({prompt_tokens} prompt + {max_new} new tokens) but {free / 2**30:.1f} GiB are free on "
                 f"{self.device}; use at most {fits} beams, fewer prompts at once, or fewer new tokens"
             )
