@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import duckdb
 import pytest
 from typer.testing import CliRunner
 
 from _analytics_fakes import FakeScorer
-from _market_fakes import synthetic_market
+from _market_fakes import stocknet_extract, synthetic_market
+from _shared import shared_path
 from megasense.errors import MegasenseInputError
 from megasense.market.pipeline import MarketSettings, _quiet, run_market, score_texts
 
-FIXTURE = Path(__file__).parent / "data" / "market" / "stocknet"
 SETTINGS = {"val_start": "2015-07-01", "test_start": "2015-10-01"}
 
 
@@ -184,13 +183,16 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
 @pytest.mark.slow
 def test_cli_json_on_recorded_stocknet_tweets_with_a_real_model(tmp_path):
     """StockNet's own layout (folders of JSON lines, word lists), scored by the shipped English model."""
+    fixture, tweets = stocknet_extract(
+        tmp_path / "stocknet", shared_path("stocknet/tweets_preprocessed.jsonl.gz").parent
+    )
     out = tmp_path / "run"
     result = _cli(
         [
             "market",
-            str(FIXTURE / "tweet"),
+            str(fixture / "tweet"),
             "--prices",
-            str(FIXTURE / "price"),
+            str(fixture / "price"),
             "--out",
             str(out),
             "--model",
@@ -213,7 +215,7 @@ def test_cli_json_on_recorded_stocknet_tweets_with_a_real_model(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output.strip().splitlines()[-1])
     assert metrics["selected"] in metrics["test"] and {"accuracy", "mcc", "auc"} <= set(metrics["test"]["logreg"])
-    assert metrics["data"]["texts"] == 663 and metrics["data"]["scored"] > 0
+    assert metrics["data"]["texts"] == tweets == 663 and metrics["data"]["scored"] > 0
     assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
 
 

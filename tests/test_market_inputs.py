@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _market_fakes import stocknet_layout
 from megasense.errors import MegasenseInputError, TableError
 from megasense.market.features import build_features
 from megasense.market.index import DailyAccumulator
@@ -16,8 +17,6 @@ from megasense.market.inputs import TextColumns, check_tickers, read_prices, rea
 from megasense.market.predict import walk_forward
 from megasense.market.scoring import ScoreCache
 from megasense.market.sessions import Sessions
-
-FIXTURE = Path(__file__).parent / "data" / "market" / "stocknet"
 
 
 def _prices(days=("2015-01-02", "2015-01-05", "2015-01-06", "2015-01-08"), ticker="AAA") -> pd.DataFrame:
@@ -43,7 +42,7 @@ def _texts(tmp_path: Path, rows: list[dict], cols: TextColumns | None = None) ->
 
 
 def test_prices_from_a_folder_and_from_a_long_table(tmp_path):
-    folder = read_prices(FIXTURE / "price")
+    folder = read_prices(stocknet_layout(tmp_path / "stocknet") / "price")
     assert set(folder["ticker"]) == {"GE", "DIS"} and folder["adj_close"].notna().all()
     long = folder.rename(columns={"adj_close": "Adj Close", "ticker": "Symbol"}).rename(columns={"Symbol": "ticker"})
     long.to_csv(tmp_path / "long.csv", index=False)
@@ -63,8 +62,14 @@ def test_price_errors_name_the_file_row_and_column(tmp_path):
         read_prices(tmp_path / "r.csv")  # 'null' (Yahoo's missing value) is read as missing, 'x' refused
 
 
-def test_stocknet_folder_layout_reads_token_lists_as_text():
-    frames = list(read_texts(FIXTURE / "tweet", TextColumns(time="created_at"), market_tz="America/New_York"))
+def test_stocknet_folder_layout_reads_token_lists_as_text(tmp_path):
+    frames = list(
+        read_texts(
+            stocknet_layout(tmp_path / "stocknet") / "tweet",
+            TextColumns(time="created_at"),
+            market_tz="America/New_York",
+        )
+    )
     frame = pd.concat([c.frame for c in frames])
     assert set(frame["ticker"]) == {"GE", "DIS"}
     assert frame["text"].str.contains(" ").all() and str(frame["time"].dtype) == "datetime64[ns, UTC]"
