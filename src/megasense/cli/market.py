@@ -26,10 +26,12 @@ def market(
         ),
     ],
     prices: Annotated[
-        Path,
+        str,
         typer.Option(
             help="A folder of one CSV per ticker (AAPL.csv), or one long table with "
-            "date, ticker, open, high, low, close, adj close, volume."
+            "date, ticker, open, high, low, close, adj close, volume; or yfinance:AAPL,MSFT[@START..END] to "
+            "download daily prices from Yahoo Finance (needs internet and the yfinance extra; the run keeps "
+            "them as prices.csv)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the results (created).")],
@@ -98,6 +100,9 @@ def market(
       megasense market tweets.jsonl.gz --prices price-raw --protocol stocknet --out stocknet-run --json
 
       megasense market news.csv --prices prices.csv --train-end 2023-01-01 --test-start 2023-07-01 --out run
+
+      megasense market posts.csv --prices yfinance:AAPL,MSFT@2022-01-01..2024-01-01 --train-end 2023-01-01 \\
+          --test-start 2023-07-01 --out run
     """
     from megasense.market.inputs import TextColumns
     from megasense.market.pipeline import market as run

@@ -20,6 +20,7 @@ import pandas as pd
 
 from megasense.errors import MegasenseInputError, TableError
 from megasense.files.tables import read_chunks, read_table, table_format
+from megasense.market.yahoo import download_prices, is_yfinance
 
 PRICE_COLUMNS = ("date", "open", "high", "low", "close", "adj_close", "volume")
 MISSING = {"", "null", "nan", "na", "n/a", "none", "-"}
@@ -80,7 +81,12 @@ def _price_frame(frame: pd.DataFrame, source: str, ticker: str | None) -> pd.Dat
 
 
 def read_prices(path: str | Path) -> pd.DataFrame:
-    """Prices as one frame (ticker, date, open, high, low, close, adj_close, volume), sorted, one row per day."""
+    """Prices as one frame (ticker, date, open, high, low, close, adj_close, volume), sorted, one row per day.
+
+    ``path`` may also be ``yfinance:TICKER[,...][@START..END]``: a download through the optional yfinance package."""
+    if is_yfinance(path):
+        prices = _price_frame(download_prices(str(path)), str(path), None)
+        return _checked(prices, str(path))
     path = Path(path)
     if not path.exists():
         raise TableError(f"{path}: no such file or folder of prices")
@@ -92,11 +98,16 @@ def read_prices(path: str | Path) -> pd.DataFrame:
         prices = pd.concat(frames, ignore_index=True)
     else:
         prices = _price_frame(read_table(path), str(path), None)
+    return _checked(prices, str(path))
+
+
+def _checked(prices: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Rows without an adjusted close dropped, sorted by ticker and date; a repeated day is an error."""
     prices = prices.dropna(subset=["adj_close"]).sort_values(["ticker", "date"])
     dupes = prices.duplicated(["ticker", "date"])
     if dupes.any():
         first = prices[dupes].iloc[0]
-        raise TableError(f"{path}: {first['ticker']} has more than one price row for {first['date'].date()}")
+        raise TableError(f"{source}: {first['ticker']} has more than one price row for {first['date'].date()}")
     return prices.reset_index(drop=True)
 
 

@@ -24,6 +24,7 @@ from megasense.market.inputs import TextColumns, check_tickers, read_prices, rea
 from megasense.market.predict import Split, evaluate, feature_importance
 from megasense.market.scoring import ScoreCache, SentimentScorer
 from megasense.market.sessions import Sessions, check_zone
+from megasense.market.yahoo import is_yfinance
 
 LITERATURE = {
     "StockNet (Xu & Cohen 2018)": {"accuracy": 0.5823, "mcc": 0.081},
@@ -250,6 +251,8 @@ def run_market(
     }
     with atomic_directory(out, overwrite=overwrite) as tmp:  # all files appear together, or none
         store.write(tmp, tables, metrics)
+        if is_yfinance(prices):  # what was downloaded, so the run can be repeated offline
+            price_table.assign(date=price_table["date"].dt.strftime("%Y-%m-%d")).to_csv(tmp / "prices.csv", index=False)
         (tmp / store.METRICS).write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
         if report:
             from megasense.market.report import write_report
