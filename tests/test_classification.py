@@ -267,3 +267,20 @@ def test_probe_head_fits_the_head_before_fine_tuning(tmp_path):
         gold = [data.label_names[y] for y in data.labels]
         accuracy[probe] = sum(p == g for p, g in zip(predicted, gold)) / len(gold)
     assert accuracy[True] > 0.9 and accuracy[True] > accuracy[False] + 0.2, accuracy
+
+
+def test_a_batch_slices_like_a_list():
+    names = ("negative", "neutral", "positive")
+    probs = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]
+    batch = SentimentBatch(
+        labels=["negative", "neutral", "positive", "positive"],
+        scores=np.ones(4),
+        probs=probs,
+        label_names=names,
+        chunks=[1, 1, 2, 1],
+    )
+    head = batch[1:3]
+    assert isinstance(head, SentimentBatch) and len(head) == 2
+    assert head.labels == ["neutral", "positive"] and head.chunks == [1, 2]
+    assert head[1].label == "positive" and head[1].probs["positive"] == 1.0
+    assert [r.label for r in batch[::-1]] == ["positive", "positive", "neutral", "negative"]

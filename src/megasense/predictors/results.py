@@ -26,9 +26,10 @@ probabilities. A model with many labels (more than ``MAX_PROB_COLUMNS``) writes 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -87,7 +88,23 @@ class SentimentBatch:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> SentimentResult:
+    @overload
+    def __getitem__(self, i: int) -> SentimentResult: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> SentimentBatch: ...
+
+    def __getitem__(self, i: int | slice) -> SentimentResult | SentimentBatch:
+        if isinstance(i, slice):  # batch[:10]: the same columns, cut
+            return dataclasses.replace(
+                self,
+                labels=self.labels[i],
+                scores=self.scores[i],
+                probs=self.probs[i],
+                chunks=list(self.chunks[i]),
+                label_sets=None if self.label_sets is None else self.label_sets[i],
+                in_scope_scores=None if self.in_scope_scores is None else self.in_scope_scores[i],
+            )
         return SentimentResult(
             label=self.labels[i],
             score=float(self.scores[i]),
