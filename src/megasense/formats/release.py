@@ -19,7 +19,7 @@ from torch import nn
 from megasense.config import ConfigError, HeadConfig, ModelConfig
 from megasense.errors import CheckpointError
 from megasense.files.atomic import atomic_directory
-from megasense.models import build_model, materialize
+from megasense.models import build_on_meta, materialize
 from megasense.tokenization import Tokenizer
 
 FORMAT = "megasense"
@@ -171,8 +171,7 @@ def load_release(
         raise CheckpointError(directory, "is not a directory" if directory.exists() else "does not exist")
     config, head, metadata = read_release_config(directory)
     state = read_safetensors(directory / WEIGHTS)
-    with torch.device("meta"):
-        model = build_model(config, head)
+    model = build_on_meta(config, head)
     check_state_dict(model, state, directory / WEIGHTS)
     model = materialize(config, head, state, device=device)
     if dtype is not None:

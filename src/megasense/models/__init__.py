@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from megasense.config import HeadConfig, ModelConfig
 from megasense.errors import ConfigError
@@ -74,12 +75,30 @@ def reset_buffers(model: nn.Module) -> None:
             module.reset_parameters()
 
 
+class _SkipInitialisers(TorchFunctionMode):
+    """Calls to ``torch.nn.init``'s initialisers return their tensor untouched, in this thread only. On the meta
+    device they would still run, through torch's Python reference kernels, and the first such call imports
+    ``torch._dynamo`` (about a second at every process start, before any weight is read) for values that the
+    loaded weights overwrite anyway."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+def build_on_meta(config: ModelConfig, head: HeadConfig | None = None) -> nn.Module:
+    """``build_model`` on the meta device, without running initialisers: a shape-only model to load into."""
+    with torch.device("meta"), _SkipInitialisers():
+        return build_model(config, head)
+
+
 def materialize(
     config: ModelConfig, head: HeadConfig | None, state_dict: dict, *, device: str | torch.device = "cpu"
 ) -> nn.Module:
     """Build on the meta device (no wasted initialisation), then load ``state_dict`` on ``device``."""
-    with torch.device("meta"):
-        model = build_model(config, head)
+    model = build_on_meta(config, head)
     model = model.to_empty(device=device)
     load_weights(model, state_dict)
     reset_buffers(model)

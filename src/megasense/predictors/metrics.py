@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, recall_score
-from sklearn.preprocessing import MultiLabelBinarizer
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -35,6 +33,15 @@ def classification_report(
     """The report dict ``megasense evaluate`` writes (n, accuracy, macro/weighted F1, macro recall, ...)."""
     labels = list(labels)
     y_true, y_pred = list(gold), list(predicted)
+    # imported here: scikit-learn takes about a second to import, and `megasense predict` never needs it
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        recall_score,
+    )
+
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     report: dict[str, Any] = {
         "n": len(y_true),
@@ -86,6 +93,9 @@ def multilabel_report(
     recall, per-label precision, recall, F1 and support; with ``probs``, ``ece`` over every (text, label)
     decision at probability 0.5."""
     labels = list(labels)
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, recall_score
+    from sklearn.preprocessing import MultiLabelBinarizer
+
     binarizer = MultiLabelBinarizer(classes=labels)
     y_true = binarizer.fit_transform(gold)
     y_pred = binarizer.transform(predicted)
