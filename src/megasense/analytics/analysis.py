@@ -461,8 +461,8 @@ def _load_scorer(name: str) -> SentimentScorer:
 
 
 def _aspect_scorer(given, scorer, lang: str):
-    """The scorer of aspect and brand mentions: as given, or aspect-sentiment-en (English sentences) with the
-    sentiment scorer on the clause for the others (no Chinese pair model ships)."""
+    """The scorer of aspect and brand mentions: as given, or aspect-sentiment-en (English sentences) and
+    aspect-sentiment-multilingual on the clause naming the aspect (the others; loaded when the first comes)."""
     from megasense.analytics.aspects import AspectScorer
 
     sentence = scorer if scorer is not False else None
@@ -474,7 +474,8 @@ def _aspect_scorer(given, scorer, lang: str):
         return AspectScorer()
     from megasense.predictors.sentiment import load_predictor
 
-    return AspectScorer(None if lang == "zh" else load_predictor("aspect-sentiment-en"), sentence)
+    english = None if lang == "zh" else load_predictor("aspect-sentiment-en")
+    return AspectScorer(english, sentence, zh_pair=lambda: load_predictor("aspect-sentiment-multilingual"))
 
 
 def _load_embedder(name: str) -> Embedder:

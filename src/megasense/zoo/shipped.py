@@ -66,6 +66,13 @@ SHIPPED_MODELS: tuple[ShippedModel, ...] = (
         "English sentiment toward an aspect, (text, aspect) pairs (3 classes; weak pairs from open sentence data)",
         task="aspect",
     ),
+    ShippedModel(
+        "aspect-sentiment-multilingual",
+        "multilingual-e5-small",
+        "Chinese (and multilingual) sentiment toward an aspect, (clause, aspect) pairs (3 classes; weak pairs from "
+        "Chinese reviews and open English sentence data)",
+        task="aspect",
+    ),
 )
 ROUTER = "default"
 """Not a model but a routing rule: Chinese and other non-Latin scripts to the multilingual model."""
