@@ -166,6 +166,9 @@ def test_matcher_whole_words_longest_first_and_chinese_substrings():
     matcher = TermMatcher([Term("Apple", ("Apple", "苹果")), Term("battery", ("battery", "battery life"))])
     assert matcher.find("apple's battery life beats pineapple") == [(0, "apple"), (1, "battery life")]
     assert matcher.find("我买了苹果手机") == [(0, "苹果")]
+    brands = TermMatcher([Term("OPPO", ("OPPO",)), Term("vivo", ("vivo",))])
+    assert brands.find("相比OPPO，vivo的拍照更好") == [(0, "OPPO"), (1, "vivo")]  # Latin names touching Chinese
+    assert brands.find("OPPOS and vivo2 are other words") == []
     assert TermMatcher([]).find("anything") == []
 
 

@@ -75,6 +75,11 @@ def _is_cjk(form: str) -> bool:
     return any("\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in form)
 
 
+_NOT_CJK_WORD = r"[^\W\u3400-\u9fff\uf900-\ufaff]"
+"""A word character other than a Chinese one: what may not touch a Latin form, so "pineapple" holds no "apple"
+but "相比OPPO，vivo更好" holds OPPO (Chinese is written without spaces, and ``\\w`` counts its characters)."""
+
+
 class TermMatcher:
     """Mentions of terms in sentences: ``find(sentence)`` -> [(term index, form as written), ...], in order."""
 
@@ -86,7 +91,8 @@ class TermMatcher:
                 owner.setdefault(form.lower(), index)  # a form listed twice belongs to the first term
         self._owner = owner
         forms = sorted(owner, key=len, reverse=True)  # the regex tries the longest form first
-        pieces = [re.escape(f) if _is_cjk(f) else rf"(?<![\w]){re.escape(f)}(?![\w])" for f in forms]
+        edge = _NOT_CJK_WORD
+        pieces = [re.escape(f) if _is_cjk(f) else rf"(?<!{edge}){re.escape(f)}(?!{edge})" for f in forms]
         self._pattern = re.compile("|".join(pieces), re.IGNORECASE) if pieces else None
 
     def find(self, sentence: str) -> list[tuple[int, str]]:
