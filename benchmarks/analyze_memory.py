@@ -14,14 +14,24 @@ same bytes per row on disk. Sentiment: a word-list scorer for the same reason (`
 
 Topics are found in a sample (``TopicModel.cluster_sample``, 20,000 distinct documents) and the rest assigned
 block by block, so the reducer and clusterer cost the same at 100k and 1M rows; ``--reducer pca`` skips UMAP's
-transform of that sample (minutes on this machine), which changes the constant, not the growth.
+transform of that sample (minutes on this machine), which changes the constant, not the growth. HDBSCAN finds
+no dense group in hashed vectors (0 topics: every document an outlier); ``--clusterer kmeans`` gives topics,
+so assignment, per-topic similarities and the per-topic tables run at full size too.
 
-    .venv/bin/python benchmarks/analyze_memory.py --sizes 100000,1000000
+    .venv/bin/python benchmarks/analyze_memory.py --sizes 100000,1000000 --reducer pca [--clusterer kmeans]
 
-Measured 2026-12-07 (``--reducer pca``, hashing embedder, lexicon scorer; 2 cores under a load average of
-~20): 100k rows 817 MB peak RSS in 303 s, 1M rows 2,158 MB in 458 s. Topic fitting now costs the same at
-both sizes; what still grows (~1.5 KB per distinct row) is ingest's per-row state: the dedup hashes, the
-term counts, the date and group columns and the tables' frames.
+Measured 2026-12-07 (``--reducer pca``, hashing embedder, lexicon scorer; 2 cores, load average 1-3):
+
+    rows        before (per-row state in memory)   now (per-row state in DuckDB)   now, --clusterer kmeans
+    100,000     844 MB in 76 s                      659 MB in 38 s                  717 MB in 23 s, 3 topics
+    1,000,000   2,162 MB in 136 s                   751 MB in 153 s                 780 MB in 121 s, 6 topics
+
+1M rows now peak at 1.14x (kmeans 1.09x) of 100k rows' peak, where they were 2.56x. Nothing is held in
+memory per row: rows, hashes, dates and groups go to a DuckDB work database (``store.WORK_MEMORY``, 128 MB,
+caps DuckDB's own share), distinct texts are found there in SQL, embeddings and term counts go to files
+read back a block at a time, and every table is counted in SQL. What grows is DuckDB filling its 128 MB,
+a few numbers per distinct text (~150 bytes: counts, topics, offsets; ``tests/test_analytics_memory.py``)
+and the vocabulary, which grows with new words and word pairs, not with rows.
 """
 
 from __future__ import annotations
@@ -97,7 +107,7 @@ def build_corpus(path: Path, rows: int) -> None:
         frame.to_csv(path, mode="a", header=start == 0, index=False)
 
 
-def run_one(source: Path, out: Path, embedder: str, scorer: str, reducer: str) -> None:
+def run_one(source: Path, out: Path, embedder: str, scorer: str, reducer: str, clusterer: str) -> None:
     """The child process: one analysis, then its peak RSS and timings as JSON on the last line."""
     import torch
 
@@ -112,6 +122,7 @@ def run_one(source: Path, out: Path, embedder: str, scorer: str, reducer: str) -
         embedding_model="all-minilm-l6-v2" if embedder == "real" else None,
         scorer={"lexicon": LexiconScorer(), "none": False, "model": None}[scorer],
         reducer=reducer,
+        clusterer=clusterer,
         time_col="date",
         group_col="group",
         lang="en",
@@ -137,13 +148,15 @@ def main() -> None:
     parser.add_argument("--embedder", choices=["hashing", "real"], default="hashing")
     parser.add_argument("--scorer", choices=["lexicon", "none", "model"], default="lexicon")
     parser.add_argument("--reducer", choices=["auto", "umap", "pca"], default="auto")
+    parser.add_argument("--clusterer", choices=["hdbscan", "kmeans"], default="hdbscan")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_one(Path(args.child[0]), Path(args.child[1]), args.embedder, args.scorer, args.reducer)
+        run_one(Path(args.child[0]), Path(args.child[1]), args.embedder, args.scorer, args.reducer, args.clusterer)
         return
     work = Path(tempfile.mkdtemp(prefix="megasense-analyze-memory-"))
-    print(f"embedder {args.embedder}, scorer {args.scorer}, reducer {args.reducer}; work in {work}")
+    settings = f"embedder {args.embedder}, scorer {args.scorer}, reducer {args.reducer}, clusterer {args.clusterer}"
+    print(f"{settings}; work in {work}")
     for size in [int(s) for s in args.sizes.split(",")]:
         source = work / f"tweets-{size}.csv"
         build_corpus(source, size)
@@ -156,6 +169,8 @@ def main() -> None:
             args.scorer,
             "--reducer",
             args.reducer,
+            "--clusterer",
+            args.clusterer,
         ]
         done = subprocess.run(
             [*child, "--child", str(source), str(work / f"analysis-{size}")], capture_output=True, text=True

@@ -39,16 +39,12 @@ ONE = RaySettings(actors=1, cpus_per_actor=0.5, batch_size=8, progress=False)
 SENTIMENT = functools.partial(load_predictor, "sentiment-en", precision="fp32")
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    ray = pytest.importorskip("ray", reason="needs Ray: pip install 'megasense[ray]'")
-    pytest.importorskip("ray.data", reason="needs Ray Data: pip install 'megasense[ray]'")
-    # Test fakes below travel to the workers by value (this module is not importable there).
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+@pytest.fixture(scope="module")
+def ray_session(ray_session):
+    """The session's Ray instance (conftest.py), with this module's test fakes sent to the workers by value
+    (this module is not importable there)."""
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return ray_session
 
 
 @pytest.fixture(scope="module")

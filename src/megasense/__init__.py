@@ -24,6 +24,7 @@ _API = {
     "generate": "megasense.api:generate",
     "sentiment": "megasense.api:sentiment",
     "classify": "megasense.api:classify",
+    "predict": "megasense.api:predict",
     "evaluate": "megasense.api:evaluate",
     "explain": "megasense.api:explain",
     "train": "megasense.api:train",

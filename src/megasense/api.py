@@ -1,8 +1,9 @@
 """The public Python API, re-exported from ``megasense``: one thin call per job.
 
-``load_model``, ``sentiment``, ``classify`` (intents, emotions, any classifier), ``evaluate``, ``embed``,
-``generate``, ``train``, ``analyze``, ``market``, the assistant (``load_assistant``, ``assist``) and
-study summaries (``load_summarizer``, ``summarize``). Each
+``load_model``, ``sentiment``, ``classify`` (intents, emotions, any classifier), ``predict`` (a table file),
+``evaluate``, ``embed``, ``generate``, ``train``, ``analyze``, ``market``, the assistant (``load_assistant``,
+``assist``) and study summaries (``load_summarizer``, ``summarize``). ``predict`` and ``analyze`` take
+``engine="ray"`` (and ``ray_address``) to score on Ray actors, as ``megasense predict --engine ray`` does. Each
 call accepts a model name, a path, or an already loaded model (``megasense.load_model``); pass a
 loaded model (or predictor) when calling many times, so the weights are read once. The work itself
 lives in the rooms below: ``predictors`` (text in, typed results out), ``training`` and ``analytics``.
@@ -10,15 +11,18 @@ lives in the rooms below: ``predictors`` (text in, typed results out), ``trainin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from megasense.analytics.analysis import analyze
+from megasense.analytics.analysis import AnalysisResult
+from megasense.analytics.analysis import analyze as _analyze
 from megasense.assistant.assistant import Assistant, AssistResult
 from megasense.config import GenerationConfig
+from megasense.errors import ConfigError, MegasenseInputError, MissingExtraError
 from megasense.formats.release import LoadedModel
 from megasense.market.inputs import TextColumns
 from megasense.market.pipeline import MarketResult, market_settings
@@ -26,7 +30,7 @@ from megasense.market.pipeline import market as _market
 from megasense.predictors.embedding import SentenceEmbedder
 from megasense.predictors.explain import Explainer
 from megasense.predictors.generation import TextGenerator
-from megasense.predictors.jobs import evaluate_file
+from megasense.predictors.jobs import evaluate_file, predict_file
 from megasense.predictors.sentiment import Predictor, SentimentClassifier, SentimentRouter, load_predictor
 from megasense.predictors.texts import check_texts
 from megasense.summaries.jobs import summarize_document
@@ -47,10 +51,104 @@ __all__ = [
     "load_model",
     "load_summarizer",
     "market",
+    "predict",
     "sentiment",
     "summarize",
     "train",
 ]
+
+
+ENGINES = ("local", "ray")
+
+
+def _on_ray(engine: str, ray_address: str | None) -> bool:
+    """True for ``engine="ray"``; a clear error for an unknown engine, an address without Ray, or Ray missing."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r}: expected one of {', '.join(ENGINES)}")
+    if ray_address is not None and engine != "ray":
+        raise ConfigError(f"ray_address={ray_address!r} needs engine='ray'")
+    if engine == "ray":
+        from megasense.predictors.ray_engine import INSTALL, import_ray
+
+        try:
+            import_ray()  # before any model loads
+        except MissingExtraError as exc:
+            raise MissingExtraError(f"engine='ray' needs Ray: {INSTALL}, or use engine='local' ({exc})") from None
+    return engine == "ray"
+
+
+def predict(
+    source: str | Path,
+    output: str | Path,
+    *,
+    model: str | Path = ROUTER,
+    text_col: str = "text",
+    labels: Sequence[str] | None = None,
+    precision: str = "auto",
+    engine: str = "local",
+    ray_address: str | None = None,
+) -> dict[str, Any]:
+    """``megasense predict``: label, score and prob_<label> columns added to every row of a table file.
+
+    ``engine="local"`` writes ``output`` (a CSV, TSV, JSONL or Parquet file) from this process;
+    ``engine="ray"`` reads ``source`` (a file or a folder of them) as a Ray dataset, scores it on Ray actors
+    that load ``model`` once each, and writes ``output`` as a folder of parts plus ``_manifest.json``,
+    committed atomically. Without ``ray_address`` a local Ray instance is started (or the one this process
+    runs is joined); ``ray_address`` joins a cluster (``host:6379``, ``ray://host:10001``, ``auto``).
+    Returns ``{"output", "rows", "engine"}``.
+
+    >>> megasense.predict("posts/", "posts.scored.parquet", engine="ray", ray_address="auto")  # doctest: +SKIP
+    """
+    options = {"labels": labels, "precision": precision}
+    if _on_ray(engine, ray_address):
+        from megasense.predictors.ray_engine import RaySettings, run_file_job
+
+        load_predictor(model, **options)  # a wrong name, label or kind of model fails here, before Ray starts
+        summary = run_file_job(
+            functools.partial(load_predictor, model, **options),
+            source,
+            output,
+            task="predict",
+            text_col=text_col,
+            settings=RaySettings(address=ray_address, progress=False),
+            describe={"model": str(model)},
+        )
+    else:
+        summary = predict_file(load_predictor(model, **options), source, output, text_col=text_col)
+    return {"output": Path(output), "rows": summary.rows, "engine": engine}
+
+
+def analyze(
+    source: str | Path,
+    out: str | Path,
+    *,
+    engine: str = "local",
+    ray_address: str | None = None,
+    **options: Any,
+) -> AnalysisResult:
+    """``megasense analyze``: topics, sentiment over time and per group, written to the directory ``out``
+    (``analytics.analysis.analyze`` takes the same ``options``: time_col, group_col, scorer, embedder, ...).
+
+    ``engine="ray"`` scores the sentiment on Ray actors (one copy of ``sentiment_model`` each; ``ray_address``
+    joins a cluster), as ``megasense analyze --engine ray`` does; the rest runs here.
+
+    >>> megasense.analyze("reviews.csv", "reviews-analysis", time_col="date", group_col="product")  # doctest: +SKIP
+    """
+    if not _on_ray(engine, ray_address) or options.get("scorer") is False:
+        return _analyze(source, out, **options)
+    if options.get("scorer") is not None:
+        raise ConfigError("engine='ray' loads the sentiment model on the Ray actors: pass sentiment_model, not scorer")
+    if options.get("append"):
+        raise MegasenseInputError(
+            "engine='ray' cannot append: an appended analysis scores with the model saved in it; use engine='local'"
+        )
+    from megasense.predictors.ray_engine import RaySettings
+    from megasense.predictors.ray_pool import RayScorer
+
+    name = options.pop("sentiment_model", "default")
+    load = functools.partial(load_predictor, name)
+    with RayScorer(load, name=name, settings=RaySettings(address=ray_address)) as scorer:
+        return _analyze(source, out, scorer=scorer, sentiment_model=name, **options)
 
 
 def _loaded(model: str | LoadedModel) -> LoadedModel:

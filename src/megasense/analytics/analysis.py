@@ -1,12 +1,14 @@
 """``analyze``: a table of posts -> sentiment, topics, time series -> an analysis directory, in timed stages.
 
-Stages: read (with sentiment, embed, terms and store per chunk) -> dates -> topics -> tables -> write.
+Stages: read (store per chunk, dates) -> distinct texts (sentiment, embed, terms) -> topics -> tables -> write.
 Models come in as objects (an ``Embedder`` and a ``SentimentScorer``); when none is given they are
 loaded here, lazily, from ``megasense.inference``. Each long stage reports progress through
 ``progress(description, total)``, a context manager yielding ``advance(n)`` (the CLI passes rich
-progress bars). The input is streamed in chunks (``ingest``): texts never sit in memory all at once,
-only the embeddings' reduced vectors and a few small columns per row do. With ``append=True`` the new documents get
-sentiment and topics from the models saved in the directory; old documents keep theirs.
+progress bars). The input is streamed in chunks (``ingest``) into a work database (DuckDB, its memory
+capped by ``store.WORK_MEMORY``) and nothing is kept in memory per row: the tables are counted in SQL,
+and Python holds one chunk, or a few bytes per distinct text (``tests/test_analytics_memory.py``). With
+``append=True`` the new documents get sentiment and topics from the models saved in the directory; old
+documents keep theirs.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from megasense.analytics import store
+from megasense.analytics import ingest, store
+from megasense.analytics.counts import row_blocks
 from megasense.analytics.explanations import explain_representatives, previous_explanations
 from megasense.analytics.guided import read_seed_topics
-from megasense.analytics.ingest import INPUT, first_chunk, ingest, language_sample
+from megasense.analytics.ingest import first_chunk, language_sample
 from megasense.analytics.protocols import Embedder, Progress, SentimentScorer, no_progress
-from megasense.analytics.tables import ADDED, build_tables
+from megasense.analytics.represent import PhraseCounts
+from megasense.analytics.tables import ADDED, RESULTS, build_tables, results_view
 from megasense.analytics.text import detect_language
-from megasense.analytics.timeseries import FREQS, parse_times
+from megasense.analytics.timeseries import FREQS
 from megasense.analytics.topics import TopicModel
 from megasense.analytics.trends import topic_structure, topic_trends
 from megasense.analytics.vectors import blocks
@@ -213,19 +217,14 @@ class _Run:
     def into(self, tmp: Path, existing, embedder, scorer, model: TopicModel, *, lang: str, names) -> dict[str, Any]:
         opts, timer, work = self.opts, self.timer, tmp / "_work"
         work.mkdir()
-        con = store.connect(work / "input.duckdb")
+        con = store.connect_work(work / "input.duckdb")
         got = None
         try:
-            old, first_id, batch_no = self._old(con, existing)
-            terms = model.term_counter()
-            got = ingest(
+            first_id, batch_no = self._old(con, existing)
+            read = ingest.read_rows(
                 self.source,
                 con,
-                work,
                 opts=opts,
-                embedder=embedder,
-                scorer=scorer,
-                terms=terms,
                 first_id=first_id,
                 batch_no=batch_no,
                 timer=timer,
@@ -233,24 +232,42 @@ class _Run:
                 redactor=self.redactor,
             )
             with timer.stage("dates"):
-                times = _times(got.times, got.rows, opts, self.warnings, self.source)
+                times, usable_time = self._dates(con, read.times)
+            terms = model.term_counter(work)
+            got = ingest.score_distinct(
+                con,
+                work,
+                read,
+                opts=opts,
+                text_col=self._text_col(),
+                embedder=embedder,
+                scorer=scorer,
+                terms=terms,
+                timer=timer,
+                progress=self.progress,
+            )
             with timer.stage("topics"):
                 topics, X = self._topics(con, model, got, terms, existing is not None)
             with timer.stage("tables"):
-                new = _light(got, times, topics, X, batch_no, first_id, opts)
-                X_old = self._old_terms(con, model) if old is not None else None
-                tables, results, facts = build_tables(new, X[got.ids], model, opts, old=old, X_old=X_old)
+                ingest.create_rows(con)
+                if existing is not None:
+                    ingest.add_old_rows(con, opts.group_col)
+                ingest.add_new_rows(con, batch_no, usable_time, topics)
+                freq = results_view(con, ingest.ROWS, model, opts)
+                phrases = self._phrases(con, model, X, got, topics, existing is not None)
+                tables, facts = build_tables(con, model, opts, freq=freq, phrases=phrases, added=got.rows)
             if scorer is not False and opts.explain:
                 with timer.stage("explain"):
-                    previous = previous_explanations(con) if old is not None else None
+                    previous = previous_explanations(con) if existing is not None else None
                     tables["explanations"] = explain_representatives(
                         tables["topics"], scorer, previous=previous, batch_size=opts.batch_size
                     )
             tables.update(topic_structure(model))
-            facts.update(_ingest_facts(got, new, times, self.warnings))
+            facts.update(_ingest_facts(con, got, batch_no, times, self.warnings))
             if self.aspect_scorer is not None:
                 with timer.stage("aspects"):
-                    found, aspect_facts = self._aspects(con, embedder, results if facts["freq"] else None)
+                    periods = con.execute(f"SELECT doc_id, period FROM {RESULTS}").df() if freq else None
+                    found, aspect_facts = self._aspects(con, embedder, periods)
                 tables.update(found)
                 facts.update(aspect_facts)
             if facts["freq"]:
@@ -259,7 +276,7 @@ class _Run:
                     tables.update(topic_trends(tables, facts["freq"], **opts.trend_options(), advance=advance))
             summary = _summary(existing, self.source, opts, lang, *names, facts, model, timer, self.warnings)
             with timer.stage("write"), self.progress("writing", len(tables) + 1) as advance:
-                store.write_documents(con, tmp, results, INPUT)
+                store.write_documents(con, tmp, RESULTS, ingest.INPUT)
                 advance(1)
                 store.write_tables(tmp, tables)
                 advance(len(tables))
@@ -283,20 +300,34 @@ class _Run:
         store.write_summary(tmp, summary)
         return summary
 
-    def _old(self, con, existing) -> tuple[pd.DataFrame | None, int, int]:
-        """(the old documents' small columns, the first new doc_id, the new batch number); copies the old rows."""
+    def _old(self, con, existing) -> tuple[int, int]:
+        """(the first new doc_id, the new batch number); copies the old rows' own columns into ``_input``."""
         if existing is None:
-            return None, 0, 0
+            return 0, 0
         con.execute(f"ATTACH {store.literal(self.out / store.DATABASE)} AS old (READ_ONLY)")
-        computed = "time_utc, period, topic, topic_label, has_words"
-        con.execute(f"CREATE TABLE {INPUT} AS SELECT * EXCLUDE ({computed}) FROM old.documents ORDER BY doc_id")
-        group = f", {store.quote(self.opts.group_col)}" if self.opts.group_col else ""
-        old = con.execute(
-            "SELECT doc_id, batch, row, time_utc, sentiment, score, polarity, topic, has_words"
-            f"{group} FROM old.documents ORDER BY doc_id"
-        ).df()
-        old["sentiment"] = old["sentiment"].astype("string")
-        return old, int(old["doc_id"].max()) + 1, int(old["batch"].max()) + 1
+        computed = "time_utc, period, topic, topic_label, has_words, sentiment, score, polarity"
+        con.execute(f"CREATE TABLE {ingest.INPUT} AS SELECT * EXCLUDE ({computed}) FROM old.documents ORDER BY doc_id")
+        last_id, last_batch = con.execute("SELECT max(doc_id), max(batch) FROM old.documents").fetchone()
+        return int(last_id) + 1, int(last_batch) + 1
+
+    def _dates(self, con, parser) -> tuple[Any, str]:
+        """The new rows' dates checked (bad ones reported, or refused with ``strict``): (facts, SQL of each row's
+        usable time)."""
+        opts, source = self.opts, self.source
+        if parser is None:
+            return None, "t"
+        parsed, usable = ingest.finish_dates(con, parser)
+        problems = parsed.problems(opts.time_col)
+        if problems and opts.strict:
+            raise TableError(
+                f"{source}: "
+                + "; ".join(problems)
+                + " (--strict refuses them; without it they are left out of the time series)"
+            )
+        self.warnings += [p + "; left out of the time series" for p in problems]
+        if not parsed.parsed:
+            raise TableError(f"{source}: column {opts.time_col!r} holds no usable dates; check --time-col")
+        return parsed, usable
 
     def _aspects(self, con, embedder, periods: pd.DataFrame | None):
         """The aspect and brand tables (``aspects.aspect_tables``) over every stored text, read in chunks."""
@@ -313,7 +344,7 @@ class _Run:
         )
 
         def chunks():
-            cursor = con.execute(f"SELECT doc_id, {store.quote(self._text_col())} FROM {INPUT} ORDER BY doc_id")
+            cursor = con.execute(f"SELECT doc_id, {store.quote(self._text_col())} FROM {ingest.INPUT} ORDER BY doc_id")
             while rows := cursor.fetchmany(opts.chunk_size):
                 yield [r[0] for r in rows], ["" if r[1] is None else str(r[1]) for r in rows]
 
@@ -324,16 +355,28 @@ class _Run:
     def _text_col(self) -> str:
         return self.opts.text_col if self.opts.text_col not in ADDED else f"input_{self.opts.text_col}"
 
-    def _old_terms(self, con, model: TopicModel):
-        """The old documents' term counts, read back chunk by chunk (for key phrases over all documents)."""
-        terms = model.term_counter()
-        cursor = con.execute(f"SELECT {store.quote(self._text_col())} FROM old.documents ORDER BY doc_id")
-        while rows := cursor.fetchmany(self.opts.chunk_size):
-            terms.add(["" if r[0] is None else str(r[0]) for r in rows])
-        return terms.matrix()[0]
+    def _phrases(self, con, model: TopicModel, X, got, topics: np.ndarray, appending: bool):
+        """Each topic's key phrases (``represent.PhraseCounts``) over every document: the new ones through their
+        distinct texts' counts, a block at a time; the old ones (when appending) counted again, a chunk at a time."""
+        vocabulary = model.vocabulary_
+        if not len(vocabulary):
+            return {}
+        counts, labels = PhraseCounts(len(vocabulary)), np.array(got.labels, dtype=object)
+        for start, block in row_blocks(X):
+            rows = slice(start, start + block.shape[0])
+            counts.add(block, topics[rows], labels[got.sentiment[rows]], got.counts[rows])
+        if appending:
+            text = store.quote(self._text_col())
+            cursor = con.execute(f"SELECT {text}, topic, sentiment FROM old.documents ORDER BY doc_id")
+            while rows := cursor.fetchmany(self.opts.chunk_size):
+                terms = model.term_counter()
+                terms.add(["" if r[0] is None else str(r[0]) for r in rows])
+                old = np.array([r[2] for r in rows], dtype=object)
+                counts.add(terms.matrix()[0], np.array([r[1] for r in rows], dtype=np.int64), old)
+        return counts.phrases(vocabulary)
 
     def _topics(self, con, model: TopicModel, got, terms, appending: bool):
-        """(topic of each distinct text, (distinct texts, terms) counts)."""
+        """(topic of each distinct text, (distinct texts, terms) counts: a ``counts.TermFile``)."""
         X, vocabulary = terms.matrix()
         if appending:  # the saved model assigns; it never refits
             topics = np.full(len(got.vectors), -1, dtype=np.int64)
@@ -341,25 +384,19 @@ class _Run:
             for start, block in blocks(got.vectors, np.arange(len(got.vectors))):
                 topics[start : start + len(block)] = model.assign_vectors(block, wordy[start : start + len(block)])[0]
             return topics, X
-        counts = np.bincount(got.ids, minlength=len(got.vectors))
         topics = model.fit_distinct(
-            got.vectors, counts, X, vocabulary, lambda rows: self._texts(con, got, rows), self.progress
+            got.vectors, got.counts, X, vocabulary, lambda rows: self._texts(con, rows), self.progress
         )
         self.warnings += model.warnings_
         return topics, X
 
-    def _texts(self, con, got, rows: np.ndarray) -> list[str]:
+    def _texts(self, con, rows: np.ndarray) -> list[str]:
         """The texts of a few distinct texts (the representative posts), read back from the stored rows."""
-        wanted = pd.DataFrame({"doc_id": got.first_doc[rows], "pos": np.arange(len(rows))})
-        con.register("wanted_view", wanted)
-        try:
-            found = con.execute(
-                f"SELECT w.pos, i.{store.quote(self._text_col())} FROM wanted_view w JOIN {INPUT} i USING (doc_id) "
-                "ORDER BY w.pos"
-            ).fetchall()
-        finally:
-            con.unregister("wanted_view")
-        return ["" if t is None else str(t) for _, t in found]
+        return [
+            t
+            for chunk in ingest.distinct_texts(con, self._text_col(), rows, chunk_rows=self.opts.chunk_size)
+            for t in chunk
+        ]
 
 
 def _name(embedder: Embedder | None, lang: str) -> str:
@@ -376,23 +413,6 @@ def _inherit(opts: AnalyzeOptions, saved: dict[str, Any]) -> None:
     opts.redact = opts.redact or bool(saved.get("redact"))  # a redacted analysis never takes raw texts
 
 
-def _times(values: pd.Series | None, rows: np.ndarray, opts: AnalyzeOptions, warnings: list[str], source: Path):
-    if not opts.time_col:
-        return None
-    parsed = parse_times(values, rows)
-    problems = parsed.problems(opts.time_col)
-    if problems and opts.strict:
-        raise TableError(
-            f"{source}: "
-            + "; ".join(problems)
-            + " (--strict refuses them; without it they are left out of the time series)"
-        )
-    warnings += [p + "; left out of the time series" for p in problems]
-    if parsed.times.isna().all():
-        raise TableError(f"{source}: column {opts.time_col!r} holds no usable dates; check --time-col")
-    return parsed
-
-
 def _language(opts: AnalyzeOptions, embedder: Embedder | None, source: Path) -> str:
     """The language that picks the embedding model: as given, or from an evenly spread sample of the texts."""
     if opts.lang != "auto":
@@ -400,25 +420,12 @@ def _language(opts: AnalyzeOptions, embedder: Embedder | None, source: Path) -> 
     return detect_language(language_sample(source, opts.text_col, opts.chunk_size, opts.encoding))
 
 
-def _light(got, times, topics: np.ndarray, X, batch_no: int, first_id: int, opts: AnalyzeOptions) -> pd.DataFrame:
-    """The new documents' small columns (no text): what the tables are counted from."""
-    labels, scores, polarity = got.sentiment
-    n = len(got.ids)
-    new = pd.DataFrame({"doc_id": np.arange(first_id, first_id + n, dtype=np.int64), "batch": np.int64(batch_no)})
-    new["row"] = got.rows
-    new["time_utc"] = times.times.dt.tz_convert("UTC").dt.tz_localize(None) if times is not None else pd.NaT
-    new["sentiment"] = pd.Series(labels[got.ids], dtype="string")
-    new["score"], new["polarity"] = scores[got.ids], polarity[got.ids]
-    new["topic"] = topics[got.ids].astype(np.int64)
-    new["has_words"] = (np.asarray(X.sum(axis=1)).ravel() > 0)[got.ids]
-    if opts.group_col:
-        new[opts.group_col] = got.groups.to_numpy()
-    return new
-
-
-def _ingest_facts(got, new: pd.DataFrame, times, warnings: list[str]) -> dict[str, Any]:
-    n, distinct = len(got.ids), len(got.vectors)
-    wordless = int((~new["has_words"]).sum())
+def _ingest_facts(con, got, batch_no: int, times, warnings: list[str]) -> dict[str, Any]:
+    n, distinct = got.rows, got.distinct
+    wordless = con.execute(
+        f"SELECT count(*) FILTER (WHERE NOT has_words) FROM {ingest.ROWS} WHERE batch = ?", [batch_no]
+    ).fetchone()
+    wordless = int(wordless[0])
     if wordless:
         warnings.append(f"{wordless} documents hold no words (only URLs, emoji, numbers or nothing); topic -1")
     if distinct < n:
@@ -434,14 +441,13 @@ def _ingest_facts(got, new: pd.DataFrame, times, warnings: list[str]) -> dict[st
         "wordless_added": wordless,
     }
     if times is not None:
-        valid = times.times.dropna()
         facts["dates"] = {
-            "parsed": int(times.times.notna().sum()),
-            "not_dates": len(times.bad_rows),
-            "ambiguous_time_zone": len(times.ambiguous_rows),
+            "parsed": times.parsed,
+            "not_dates": times.not_dates,
+            "ambiguous_time_zone": times.ambiguous,
             "missing": times.missing,
-            "first": str(valid.min().tz_convert("UTC").tz_localize(None)) if len(valid) else None,
-            "last": str(valid.max().tz_convert("UTC").tz_localize(None)) if len(valid) else None,
+            "first": None if times.first is None else str(times.first),
+            "last": None if times.last is None else str(times.last),
         }
     return facts
 

@@ -8,6 +8,7 @@ its ``summary.json``; one holding anything else is never replaced.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,42 @@ def connect(path: Path, *, read_only: bool = False):
     return _duckdb().connect(str(path), read_only=read_only)
 
 
+WORK_MEMORY = "128MB"
+"""DuckDB's memory for an analysis's work database: past it, its joins, sorts and cached pages go to disk.
+Without a limit DuckDB keeps up to 80% of the machine's memory of pages it has read or written, so an
+analysis's memory would grow with its input. 64 MB is too little for a million rows (a join ran out)."""
+WORK_THREADS = 4
+"""DuckDB threads on the work database, at most: each needs its own buffers within ``WORK_MEMORY``, and the
+models, not the SQL, take an analysis's time."""
+
+
+def connect_work(path: Path, *, memory: str | None = None):
+    """A work database at ``path`` whose memory is bounded (``memory``, by default ``WORK_MEMORY``), spilling
+    beside it."""
+    con = _duckdb().connect(str(path))
+    con.execute(f"SET memory_limit = {literal(memory or WORK_MEMORY)}")
+    con.execute(f"SET threads = {max(1, min(WORK_THREADS, os.cpu_count() or 1))}")
+    con.execute(f"SET temp_directory = {literal(path.with_suffix('.tmp'))}")
+    # rows are read back in doc_id order by ORDER BY where order matters; kept in insertion order, DuckDB would
+    # buffer whole results in memory
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def connect_memory():
+    """An in-memory DuckDB for counting over small DataFrames."""
+    return _duckdb().connect()
+
+
+def insert_frame(con, table: str, frame: pd.DataFrame) -> None:
+    """Add ``frame``'s columns by name to ``table``, which exists with its types (no checks: our own rows)."""
+    con.register("insert_view", frame)
+    try:
+        con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM insert_view")
+    finally:
+        con.unregister("insert_view")
+
+
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -128,31 +165,41 @@ def append_rows(con, table: str, frame: pd.DataFrame, *, where: str) -> None:
         con.unregister("chunk_view")
 
 
-def write_documents(con, directory: Path, results: pd.DataFrame, input_table: str) -> None:
+DOCUMENT_RANGE = 65_536
+"""doc_ids joined and sorted at a time when ``documents`` is written: DuckDB's memory for it is bounded by this."""
+
+
+def write_documents(con, directory: Path, results: str, input_table: str) -> None:
     """``documents`` in ``directory``'s database and Parquet: the rows of ``input_table`` joined to ``results``.
 
-    ``results`` holds, per doc_id, the columns computed over the whole corpus (time_utc, period,
-    topic, topic_label, has_words); the input's columns come from ``input_table`` without ever being
-    in memory all at once.
+    ``results`` (a table or view of ``con``) holds, per doc_id, the columns computed by the analysis
+    (time_utc, period, sentiment, score, polarity, topic, topic_label, has_words); the input's columns
+    come from ``input_table``. Both live in DuckDB, and they are joined ``DOCUMENT_RANGE`` doc_ids at a
+    time, in order: the rows are never in memory all at once.
     """
     fixed = ("doc_id", "batch", "row", "sentiment", "score", "polarity")
     columns = [r[0] for r in con.execute(f"DESCRIBE {quote(input_table)}").fetchall()]
     own = [c for c in columns if c not in fixed]
     select = [f"i.{quote(c)}" for c in ("doc_id", "batch", "row", *own)]
-    select += ["r.time_utc", "r.period", "i.sentiment", "i.score", "i.polarity", "r.topic", "r.topic_label"]
+    select += ["r.time_utc", "r.period", "r.sentiment", "r.score", "r.polarity", "r.topic", "r.topic_label"]
     select += ["r.has_words"]
+    query = f"SELECT {', '.join(select)} FROM {quote(input_table)} i JOIN {quote(results)} r USING (doc_id)"
+    first, last = con.execute(f"SELECT min(doc_id), max(doc_id) FROM {quote(input_table)}").fetchone()
     (directory / PARQUET).mkdir(parents=True, exist_ok=True)
-    con.register("results_view", results)
+    order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
     try:
         con.execute(f"ATTACH {literal(directory / DATABASE)} AS analysis")
-        con.execute(
-            f"CREATE TABLE analysis.documents AS SELECT {', '.join(select)} FROM {quote(input_table)} i "
-            "JOIN results_view r USING (doc_id) ORDER BY doc_id"
-        )
+        con.execute("SET preserve_insertion_order = true")  # rows stored in doc_id order, as inserted
+        con.execute(f"CREATE TABLE analysis.documents AS {query} LIMIT 0")
+        for start in range(first, last + 1, DOCUMENT_RANGE):
+            con.execute(
+                f"INSERT INTO analysis.documents {query} WHERE i.doc_id >= ? AND i.doc_id < ? ORDER BY doc_id",
+                [start, start + DOCUMENT_RANGE],
+            )
         con.execute(f"COPY analysis.documents TO {literal(directory / PARQUET / 'documents.parquet')} (FORMAT parquet)")
     finally:
+        con.execute(f"SET preserve_insertion_order = {str(order).lower()}")
         con.execute("DETACH DATABASE IF EXISTS analysis")
-        con.unregister("results_view")
 
 
 def literal(path: Path) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from megasense.analytics.counts import TermFile
 from megasense.predictors.language import dominant_script
 from megasense.segmentation import Segmenter as WordSegmenter
 
@@ -139,19 +140,28 @@ class TermCounter:
     With a ``vocabulary`` (term -> column) only its terms count, as ``CountVectorizer.transform``;
     without one the vocabulary grows as terms come and ``matrix()`` orders it alphabetically, as
     ``CountVectorizer.fit_transform`` does, so one chunk or many give the same matrix. ``any_terms``
-    says, per text, whether the analyzer found any term at all (in the vocabulary or not).
+    says, per text, whether the analyzer found any term at all (in the vocabulary or not). With a
+    ``directory`` the counts go to a ``counts.TermFile`` there as they come, and ``matrix()`` returns
+    that file (read back a block at a time) instead of a matrix in memory.
     """
 
-    def __init__(self, analyzer: Callable[[str], list[str]], vocabulary: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        analyzer: Callable[[str], list[str]],
+        vocabulary: dict[str, int] | None = None,
+        directory: Path | None = None,
+    ) -> None:
         self.analyzer = analyzer
         self.fixed = vocabulary is not None
         self.vocabulary: dict[str, int] = dict(vocabulary or {})
+        self.file = TermFile(directory) if directory is not None else None
         self._indices: list[np.ndarray] = []
         self._data: list[np.ndarray] = []
         self._lengths: list[np.ndarray] = []
         self._any: list[np.ndarray] = []
 
-    def add(self, texts: Sequence[str]) -> None:
+    def add(self, texts: Sequence[str]) -> np.ndarray:
+        """Count the terms of ``texts``; returns how many distinct terms of the vocabulary each holds."""
         indices: list[int] = []
         data: list[int] = []
         lengths = np.zeros(len(texts), dtype=np.int64)
@@ -170,27 +180,40 @@ class TermCounter:
             indices.extend(counts)
             data.extend(counts.values())
             lengths[i] = len(counts)
-        self._indices.append(np.asarray(indices, dtype=np.int64))
-        self._data.append(np.asarray(data, dtype=np.int32))
-        self._lengths.append(lengths)
+        if self.file is not None:
+            self.file.append(np.asarray(indices, dtype=np.int32), np.asarray(data, dtype=np.int32), lengths)
+        else:
+            self._indices.append(np.asarray(indices, dtype=np.int64))
+            self._data.append(np.asarray(data, dtype=np.int32))
+            self._lengths.append(lengths)
         self._any.append(found)
+        return lengths
 
     @property
     def any_terms(self) -> np.ndarray:
         return np.concatenate(self._any) if self._any else np.zeros(0, dtype=bool)
 
-    def matrix(self) -> tuple[sparse.csr_matrix, list[str]]:
+    def _order(self) -> tuple[list[str], np.ndarray | None]:
+        """The vocabulary in column order, and the column of each term as numbered when counted (None: same)."""
+        terms = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+        if self.fixed:
+            return terms, None
+        # alphabetical columns, as CountVectorizer's
+        order = np.argsort(np.array(terms, dtype=object), kind="stable") if terms else np.zeros(0, np.int64)
+        remap = np.empty(len(terms), dtype=np.int64)
+        remap[order] = np.arange(len(terms))
+        return [terms[i] for i in order], remap
+
+    def matrix(self) -> tuple[sparse.csr_matrix | TermFile, list[str]]:
         """(texts, terms) int32 counts and the vocabulary in column order."""
+        terms, remap = self._order()
+        if self.file is not None:
+            return self.file.close(len(terms), remap), terms
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, dtype=np.int64)
         indices = np.concatenate(self._indices) if self._indices else np.zeros(0, dtype=np.int64)
         data = np.concatenate(self._data) if self._data else np.zeros(0, dtype=np.int32)
-        terms = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
-        if not self.fixed:  # alphabetical columns, as CountVectorizer's
-            order = np.argsort(np.array(terms, dtype=object), kind="stable") if terms else np.zeros(0, np.int64)
-            remap = np.empty(len(terms), dtype=np.int64)
-            remap[order] = np.arange(len(terms))
-            indices = remap[indices] if len(indices) else indices
-            terms = [terms[i] for i in order]
+        if remap is not None and len(indices):
+            indices = remap[indices]
         indptr = np.concatenate([[0], np.cumsum(lengths)])
         X = sparse.csr_matrix((data, indices, indptr), shape=(len(lengths), len(terms)), dtype=np.int32)
         X.sort_indices()

@@ -26,13 +26,15 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import CountVectorizer
 
+from megasense.analytics import vectors as _vectors
+from megasense.analytics.counts import has_terms
 from megasense.analytics.guided import SEED_THRESHOLD, drop_small, seed_assignments
 from megasense.analytics.hierarchy import cut, leaf_labels, topic_linkage, tree_from_records, tree_records, tree_table
 from megasense.analytics.protocols import Embedder, Progress, no_progress
 from megasense.analytics.represent import class_tfidf, readable_label, top_terms
 from megasense.analytics.steps import auto_min_topic_size, default_clusterer, default_reducer
 from megasense.analytics.text import Segmenter, TermCounter
-from megasense.analytics.vectors import BLOCK, blocks, gather, group_means, nearest, normalize, similarity_to
+from megasense.analytics.vectors import blocks, gather, group_means, nearest, normalize, similarity_to
 from megasense.errors import CheckpointError, MegasenseInputError
 from megasense.files.atomic import atomic_directory
 
@@ -137,7 +139,8 @@ class TopicModel:
 
         ``vectors``: (U, dim) embeddings, raw or unit length, possibly a VectorFile or memmap (read in blocks);
         ``counts``: how many documents each stands for; ``X``: (U, terms) counts over ``vocabulary``
-        (``TermCounter``); ``texts_of(rows)``: the texts of a few rows (the representative posts).
+        (``TermCounter``; in memory or a ``counts.TermFile``); ``texts_of(rows)``: the texts of a few rows (the
+        representative posts).
         """
         self._start()
         self.vectorizer_ = self.vectorizer or _default_vectorizer()
@@ -146,19 +149,20 @@ class TopicModel:
             self.warnings_.append("no document holds any words (only URLs, emoji or numbers); no keywords")
         return self._fit_distinct(vectors, np.asarray(counts), X, vocabulary, texts_of, progress)
 
-    def term_counter(self) -> TermCounter:
-        """A ``TermCounter`` with this model's analyzer (and, once fitted, its vocabulary)."""
+    def term_counter(self, directory: Path | None = None) -> TermCounter:
+        """A ``TermCounter`` with this model's analyzer (and, once fitted, its vocabulary); with a ``directory``
+        it writes the counts there (a ``counts.TermFile``) instead of holding them."""
         vectorizer = getattr(self, "vectorizer_", None) or self.vectorizer or _default_vectorizer()
         vocabulary = getattr(self, "vocabulary_", None)
         fixed = {t: i for i, t in enumerate(vocabulary)} if vocabulary is not None else None
-        return TermCounter(vectorizer.build_analyzer(), fixed)
+        return TermCounter(vectorizer.build_analyzer(), fixed, directory)
 
     def _start(self) -> None:
         self.timings_: dict[str, float] = {}
         self.warnings_: list[str] = []
 
     def _fit_distinct(self, vectors, counts, X, vocabulary, texts_of, progress) -> np.ndarray:
-        wordy = np.asarray(X.sum(axis=1)).ravel() > 0
+        wordy = has_terms(X)
         labels = self._cluster(vectors, wordy, counts, progress)
         seeded = self._seed(vectors, labels, wordy, counts) if self.seed_topics else None
         if seeded is not None:
@@ -295,18 +299,18 @@ class TopicModel:
             advance(len(sample))
             parts = []
             # Blocks above 10,000 rows: UMAP's transform runs 30 epochs on them (100 on smaller ones).
-            for _, block in blocks(vectors, rows, size=3 * BLOCK):
+            for _, block in blocks(vectors, rows, size=3 * _vectors.BLOCK):
                 parts.append(np.asarray(self.reducer_.transform(block), dtype=np.float32))
                 advance(len(block))
         return np.concatenate(parts)
 
     def _centres(self, vectors, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.array(sorted(t for t in set(labels.tolist()) if t >= 0), dtype=np.int64)
+        ids = np.unique(labels[labels >= 0]).astype(np.int64)
         members = np.flatnonzero(labels >= 0)
         index = np.searchsorted(ids, labels[members])
         centroids = group_means(vectors, members, index, len(ids)) if len(ids) else np.zeros((0, vectors.shape[1]))
         centroids = centroids.astype(np.float32)
-        sims = similarity_to(vectors, members, centroids[index]) if len(ids) else np.zeros(0, np.float32)
+        sims = similarity_to(vectors, members, centroids, index) if len(ids) else np.zeros(0, np.float32)
         thresholds = np.zeros(len(ids), dtype=np.float32)
         for i in range(len(ids)):
             thresholds[i] = np.quantile(sims[index == i], self.outlier_quantile)
@@ -338,7 +342,7 @@ class TopicModel:
             topics.append(Topic(int(topic), label, int(counts[labels == topic].sum()), terms, [], seed))
         members = np.flatnonzero(labels >= 0)
         index = np.searchsorted(self.topic_ids_, labels[members])
-        sims = similarity_to(vectors, members, self.centroids_[index]) if len(members) else np.zeros(0)
+        sims = similarity_to(vectors, members, self.centroids_, index) if len(members) else np.zeros(0)
         chosen = {}
         for i, topic in enumerate(self.topic_ids_.tolist()):
             mine = np.flatnonzero(index == i)
@@ -493,12 +497,15 @@ def _unique(texts: list[str]):
 
 
 def _renumber(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Topics numbered by size, largest first (0, 1, ...); -1 stays -1."""
-    ids = [t for t in set(labels.tolist()) if t >= 0]
-    sizes = {t: int(counts[labels == t].sum()) for t in ids}
-    order = sorted(ids, key=lambda t: (-sizes[t], t))
-    mapping = {old: new for new, old in enumerate(order)}
-    return np.array([mapping.get(t, -1) for t in labels.tolist()], dtype=np.int64)
+    """Topics numbered by size, largest first (0, 1, ...; ties by the old number); -1 stays -1."""
+    member = labels >= 0
+    ids, index = np.unique(labels[member], return_inverse=True)
+    sizes = np.bincount(index, weights=counts[member], minlength=len(ids))  # whole numbers: exact in float64
+    new = np.empty(len(ids), dtype=np.int64)
+    new[np.lexsort((ids, -sizes))] = np.arange(len(ids))
+    out = np.full(len(labels), -1, dtype=np.int64)
+    out[member] = new[index]
+    return out
 
 
 def _default_vectorizer() -> CountVectorizer:
