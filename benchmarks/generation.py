@@ -16,6 +16,14 @@ Python API decodes one sequence at a time), and is skipped with a note where it 
 The last line is ``b1 N.NNx b8 N.NNx``: megasense's default precision (``auto``) over transformers, in tokens/s.
 
     python benchmarks/generation.py [--new-tokens 32] [--threads 2] [--repeats 2]
+
+Measured on a shared 2-core AVX-512 (avx512_bf16, no AMX) CPU, ``--threads 2 --repeats 3 --new-tokens 16``, four
+runs at load 0.4-1.5: transformers fp32 14-17 tok/s at batch 1 and 52-67 at batch 8; megasense ``auto`` (int4)
+4.74-5.15x at batch 1 and 3.13-3.44x at batch 8 (median 5.06x / 3.24x), bf16 2.6-2.7x / 3.0-3.3x. Greedy
+sequences equal to transformers: int4 1/1 and 7/8 at batch 8 (3/8 over 32 tokens), bf16 1/1 and 6/8. Before the
+int4 matrices kept a dense bf16 copy for prefills and wide batches, the same runs alternated with the old code gave
+int4 4.0-4.1x / 1.9-2.2x and 5/8 (3/8 over 32 tokens). With other processes loading the machine to 3-5, batch 8
+measured 3.0x (old code 2.1-2.7x); small-op decoding suffers most from a busy CPU, so compare runs at equal load.
 """
 
 from __future__ import annotations
@@ -137,7 +145,11 @@ def main() -> None:
     )
     for p, engine in engines.items():
         if engine.decoder is not None:
-            print(f"  {p}: {engine.decoder.nbytes() / 1e6:.0f} MB of weights read per token")
+            d = engine.decoder
+            print(
+                f"  {p}: {d.nbytes() / 1e6:.0f} MB of weights read per token at batch 1, "
+                f"{d.held_nbytes() / 1e6:.0f} MB held (bf16 copies for prefills and wide batches included)"
+            )
     ratios = {}
     for batch in args.batches:
         chosen = prompts[:batch]

@@ -14,8 +14,15 @@ one fused gate/up matrix, and the output projections, in the chosen weight forma
 
 A matrix whose shape a kernel refuses falls back to the next wider format (int4 -> int8 -> bf16).
 
-The KV cache is preallocated as one tensor for all layers, written in place at one column per step; the
-attention mask and rotary tables are built once per batch and sliced per step (views, no allocation).
+Which kernel runs depends on the rows of a call (tokens x sequences): the int4/int8 kernels are the fastest for a
+few rows, but their cost grows with the rows, so a quantised matrix also keeps a bf16 copy of its own dequantised
+values that prefills and wide batches multiply through: the same weights, faster (``megasense.inference.linear``,
+which states the measurements). bf16 matrices are prepacked once for oneDNN. The output layer's few leading logits
+per row are recomputed in fp32, so bf16 rounding cannot tie the top candidates.
+
+The KV cache is preallocated as one tensor for all layers, written in place at one column per step; a step
+attends over the columns written so far (a view), not the whole preallocated length; the attention mask and
+rotary tables are built once per batch and sliced per step (views, no allocation).
 The engine (``megasense.inference.generation``) drives it through ``new_session``; it sees only ids.
 """
 
@@ -28,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from megasense.inference.linear import DENSE_HEAD_FROM_ROWS, WEIGHT_FORMATS, PackedLinear
 from megasense.models import GPTModel
 from megasense.models.layers import activation_fn
 
-WEIGHT_FORMATS = ("fp32", "bf16", "int8", "int4")
-INT4_GROUP = 32
+REFINED_LOGITS = 8
+"""Logits per row that the packed decoder recomputes in fp32 after its bf16 output layer (see ``_logits``)."""
 
 
 def _dense_weight(module: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -42,55 +50,6 @@ def _dense_weight(module: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]
     if delta is not None:
         weight = weight + delta().to(weight.dtype)
     return weight, None if module.bias is None else module.bias.detach()
-
-
-def _fitting_format(fmt: str, N: int, K: int) -> str:
-    """``fmt``, or the next wider format where torch's kernels refuse the shape: int4 packs N in 16s and K in
-    groups of 32; the int8 kernel crashes on K not a multiple of 8 (seen with K=37)."""
-    if fmt == "int4" and (K % INT4_GROUP or N % 16):
-        fmt = "int8"
-    if fmt == "int8" and K % 8:
-        fmt = "bf16"
-    return fmt
-
-
-class PackedLinear:
-    """``y = x @ W.T + b`` for 2-D ``x`` (M, K), with ``W`` (N, K) stored in one of ``WEIGHT_FORMATS``."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fmt: str) -> None:
-        weight = weight.float()
-        N, K = weight.shape
-        self.format = _fitting_format(fmt, N, K)
-        act = torch.float32 if fmt == "fp32" else torch.bfloat16
-        self.bias = None if bias is None else bias.to(act)
-        if self.format in ("fp32", "bf16"):
-            self.weight = weight.to(act).contiguous()
-        elif self.format == "int8":
-            # symmetric per output row: scale = max|w| / 127
-            scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (N,)
-            self.weight = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
-            self.scale = scale.to(act)
-        else:  # int4, asymmetric per group of 32 inputs: w = q * scale + min, q in 0..15
-            groups = weight.view(N, K // INT4_GROUP, INT4_GROUP)
-            low, high = groups.amin(-1), groups.amax(-1)  # (N, K/G)
-            scale = ((high - low) / 15).clamp(min=1e-12)
-            q = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32).view(N, K)
-            self.weight = torch._convert_weight_to_int4pack_for_cpu(q, 1)
-            # torch's kernel computes (q - 8) * scale + zero, so zero = min + 8 * scale; layout (K/G, N, 2)
-            self.scale = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous().to(act)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.format in ("fp32", "bf16"):
-            return F.linear(x, self.weight, self.bias)
-        if self.format == "int8":
-            y = torch._weight_int8pack_mm(x, self.weight, self.scale)
-        else:
-            y = torch._weight_int4pack_mm_for_cpu(x, self.weight, INT4_GROUP, self.scale)
-        return y if self.bias is None else y + self.bias
-
-    def nbytes(self) -> int:
-        extra = getattr(self, "scale", None)
-        return self.weight.nbytes + (extra.nbytes if extra is not None else 0)
 
 
 @dataclass
@@ -138,7 +97,9 @@ class PackedDecoder:
         head_weight, head_bias = _dense_weight(model.output_layer)
         # only the real vocabulary: Megatron's padding rows would be computed and thrown away
         head_fmt = "int8" if fmt == "int4" else fmt
-        self.head = PackedLinear(head_weight[: self.vocab_size], head_bias, head_fmt)
+        self.head = PackedLinear(
+            head_weight[: self.vocab_size], head_bias, head_fmt, DENSE_HEAD_FROM_ROWS, keep_rows=True
+        )
 
     def _pack_layer(self, layer: nn.Module, fmt: str) -> _Layer:
         attn, mlp = layer.self_attention, layer.mlp
@@ -168,10 +129,16 @@ class PackedDecoder:
             down=PackedLinear(*_dense_weight(mlp.dense_4h_to_h), fmt),
         )
 
+    def _linears(self) -> list[PackedLinear]:
+        return [m for layer in self.layers for m in (layer.qkv, layer.out, layer.up, layer.down)] + [self.head]
+
     def nbytes(self) -> int:
-        """Bytes of weights read per decoded token (what bounds the speed at small batch)."""
-        linears = [m for layer in self.layers for m in (layer.qkv, layer.out, layer.up, layer.down)]
-        return sum(m.nbytes() for m in linears) + self.head.nbytes()
+        """Bytes of weights read per decoded token at batch 1 (what bounds the speed at small batch)."""
+        return sum(m.nbytes() for m in self._linears())
+
+    def held_nbytes(self) -> int:
+        """Bytes the matrices keep in memory, dense copies for wide calls included."""
+        return sum(m.held_nbytes() for m in self._linears())
 
     def new_session(self, batch_size: int, max_length: int, mask: torch.Tensor | None) -> DecodeSession:
         return DecodeSession(self, batch_size, max_length, mask)
@@ -204,47 +171,68 @@ class PackedDecoder:
             x = self._layer(layer, x, rotary, session.cache[i], mask, start, end)
         session.length = end
         x = self._norm(x[:, -1], self.final_norm)  # (B, H)
-        return self.head(x).float()  # (B, V)
+        return self._logits(x)  # (B, V)
 
     def decode(self, session: DecodeSession, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One new token per row: ``ids`` (B,) at ``positions`` (B,) -> logits (B, V) in fp32.
 
-        Per-step work is shared by the layers: the rotary embedding becomes one (D, D) matrix per row (a single
-        matmul per layer rotates every query and key head), and one mask over the whole static cache hides
-        padding and the columns not written yet, so no layer slices its cache."""
+        Per-step work is shared by the layers: the rotary tables are gathered once (rotate-half as a roll with
+        the sign folded into the sine, so each layer rotates every query and key head in three ops), and one
+        padding mask serves them all. Attention reads only the cache columns written so far (a view), not the
+        whole preallocated length."""
         x = self._embed(ids, positions)  # (B, H)
         rotation = None
         if self.rotary is not None:
             cos, sin = self.rotary[0][positions], self.rotary[1][positions]  # (B, D)
-            rotation = torch.diag_embed(cos) + self._swap * sin[:, None, :]  # (B, D, D): x @ R = rotary(x)
-        column = session.columns[session.length : session.length + 1]  # (1,) where this step's keys go
-        mask = session.decode_mask(session.length + 1)  # (B or 1, 1, 1, S)
+            rotation = (cos[:, None], (sin * self._half_sign)[:, None])  # (B, 1, D) each
+        end = session.length + 1
+        column = session.columns[end - 1 : end]  # (1,) where this step's keys go
+        mask = session.mask_for(end - 1, end)  # (B, 1, 1, end) or None
         for layer, keys, values in zip(self.layers, session.keys, session.values):
-            x = self._decode_layer(layer, x, rotation, keys, values, column, mask)
+            x = self._decode_layer(layer, x, rotation, keys, values, column, mask, end)
         session.length += 1
-        return self.head(self._norm(x, self.final_norm)).float()  # (B, V)
+        return self._logits(self._norm(x, self.final_norm))  # (B, V)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output layer on ``x`` (B, H): fp32 logits (B, V) whose top ``REFINED_LOGITS`` per row are exact.
+
+        A bf16 matmul rounds its outputs to bf16, 0.125 apart at SmolLM2's usual top logits of 16-32, so two
+        candidates a tenth of a logit apart can come out equal and greedy decoding would pick by token id (seen on
+        "What is the capital of France?": 25.55 vs 25.44 both became 25.5, and the lower id answered in French).
+        Recomputing the few leading logits in fp32 from the same weights keeps the fast matmul for the rest."""
+        logits = self.head(x).float()
+        if self.dtype == torch.float32:
+            return logits
+        top = logits.topk(min(REFINED_LOGITS, logits.shape[-1]), dim=-1).indices  # (B, k)
+        rows = self.head.rows(top)  # (B, k, H)
+        if rows is None:
+            return logits
+        exact = torch.matmul(rows, x.float()[:, :, None])[..., 0]  # (B, k, H) @ (B, H, 1) -> (B, k)
+        if self.head.bias is not None:
+            exact = exact + self.head.bias.float()[top]
+        return logits.scatter_(1, top, exact)
 
     @functools.cached_property
-    def _swap(self) -> torch.Tensor:
-        """(D, D) with ``x @ swap = cat(-x[half:], x[:half])``: rotate-half as a matrix."""
-        D, half = self.head_dim, self.head_dim // 2
-        swap = torch.zeros(D, D, dtype=self.dtype, device=self.word.device)
-        index = torch.arange(half, device=self.word.device)
-        swap[index + half, index] = -1
-        swap[index, index + half] = 1
-        return swap
+    def _half_sign(self) -> torch.Tensor:
+        """(D,) of -1 then +1: ``x.roll(D // 2, -1) * sign = cat(-x[half:], x[:half])``, rotate-half."""
+        half = self.head_dim // 2
+        sign = torch.ones(self.head_dim, dtype=self.dtype, device=self.word.device)
+        sign[:half] = -1
+        return sign
 
-    def _decode_layer(self, layer: _Layer, x, rotation, keys, values, column, mask) -> torch.Tensor:
+    def _decode_layer(self, layer: _Layer, x, rotation, keys, values, column, mask, end: int) -> torch.Tensor:
         B = x.shape[0]
         Hq, G, D = self.heads, self.groups, self.head_dim
         qkv = layer.qkv(self._norm(x, layer.norm1)).view(B, Hq + 2 * G, D)
         qk = qkv[:, : Hq + G]  # queries and keys, rotated together
         if rotation is not None:
-            qk = torch.matmul(qk, rotation)  # (B, Hq + G, D)
+            cos, sin = rotation  # (B, 1, D): rotary(x) = x * cos + rotate_half(x) * sin
+            qk = torch.addcmul(qk * cos, qk.roll(D // 2, -1), sin)  # (B, Hq + G, D)
         keys.index_copy_(2, column, qk[:, Hq:, None])  # cache (B, G, S, D) <- (B, G, 1, D)
         values.index_copy_(2, column, qkv[:, Hq + G :, None])
         # grouped-query decode without repeating keys: a group's query heads act as its "positions"
         q = qk[:, :Hq].view(B, G, Hq // G, D)
+        keys, values = keys[:, :, :end], values[:, :, :end]  # (B, G, end, D): the columns written so far
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, G, q_per_group, D)
         x = x + layer.out(out.reshape(B, Hq * D))
         h = layer.up(self._norm(x, layer.norm2))
@@ -304,13 +292,6 @@ class DecodeSession:
         """Per-layer (B, G, S, D) views of the cache, made once (not per step)."""
         self.keys = list(self.cache[:, 0].unbind(0))
         self.values = list(self.cache[:, 1].unbind(0))
-
-    def decode_mask(self, end: int) -> torch.Tensor:
-        """(B or 1, 1, 1, S): the keys a new query may see: the first ``end`` columns, less left padding."""
-        visible = self.columns < end  # (S,)
-        if self.padding is not None:
-            visible = visible & self.padding[:, : visible.shape[0]]  # (B, S)
-        return visible.view(-1, 1, 1, visible.shape[-1])
 
     def mask_for(self, start: int, end: int) -> torch.Tensor | None:
         """Boolean attention mask for queries ``start:end`` over keys ``0:end``, shaped for SDPA."""
